@@ -1,0 +1,211 @@
+//! The composition root: builds the store, the authorizer and the listeners, runs the
+//! background tasks (change feed, policy reload) and shuts down cleanly on SIGTERM/SIGINT.
+
+mod background;
+mod http;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::authorizer::Authorizer;
+use crate::cli::{Cli, Command, PolicyCommand};
+use crate::commands::CliContext;
+use crate::config::{self, ServerConfig};
+use crate::policy::Policy;
+use crate::protocol::{CheckService, UpstreamCredential};
+use crate::store::{self, DynStore};
+
+/// Runs one CLI invocation.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Policy(PolicyCommand::Check { files }) = &cli.command {
+        return check_files(files);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let cfg = ServerConfig::load(&cli.config)?;
+        match cli.command {
+            Command::Serve => serve(cfg).await,
+            Command::Users(cmd) => cmd.run(&cli_context(&cfg).await?).await,
+            Command::ServiceAccounts(cmd) => cmd.run(&cli_context(&cfg).await?).await,
+            Command::Keys(cmd) => cmd.run(&cli_context(&cfg).await?).await,
+            Command::Policy(_) => unreachable!("handled above"),
+        }
+    })
+}
+
+fn check_files(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for f in files {
+        match config::check_file(f) {
+            Ok(kind) => println!(
+                "{}: ok ({})",
+                f.display(),
+                match kind {
+                    config::FileKind::Server => "inferguard.yaml",
+                    config::FileKind::Policy => "policy.yaml",
+                }
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} files invalid", files.len());
+    }
+    Ok(())
+}
+
+fn load_policy(path: &Path) -> anyhow::Result<Policy> {
+    let text = config::read_file(path)?;
+    Ok(config::compile_policy(path, &text)?)
+}
+
+async fn open_store(cfg: &ServerConfig) -> anyhow::Result<DynStore> {
+    let url = cfg.store_url();
+    store::open(&url)
+        .await
+        .with_context(|| format!("opening the store {}", store::redacted_url(&url)))
+}
+
+async fn cli_context(cfg: &ServerConfig) -> anyhow::Result<CliContext> {
+    let policy = load_policy(&cfg.policy_path())?;
+    let known_roles: BTreeSet<String> = policy.roles.keys().cloned().collect();
+    Ok(CliContext {
+        store: open_store(cfg).await?,
+        known_roles,
+    })
+}
+
+fn upstream_credential(cfg: &ServerConfig) -> anyhow::Result<UpstreamCredential> {
+    let key = cfg.upstream_key().map_err(anyhow::Error::msg)?;
+    let header = cfg.upstream.header.clone();
+    let value = key.map(|k| {
+        if header == "authorization" {
+            format!("Bearer {k}")
+        } else {
+            k
+        }
+    });
+    if value.is_none() {
+        tracing::warn!(
+            "no upstream key configured (upstream.api_key_env/api_key_file): the upstream receives no credential from inferguard"
+        );
+    }
+    Ok(UpstreamCredential { header, value })
+}
+
+/// State shared by the listeners and background tasks of one `serve`.
+pub struct Shared {
+    pub authorizer: Arc<Authorizer>,
+    pub store: DynStore,
+    /// False once the change feed has failed and not yet recovered.
+    pub store_healthy: AtomicBool,
+}
+
+async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
+    for (name, set) in [
+        ("identity.jwt", cfg.identity.jwt.is_some()),
+        ("identity.oidc", cfg.identity.oidc.is_some()),
+        ("identity.local_users", cfg.identity.local_users.is_some()),
+        ("scim", cfg.scim.is_some()),
+    ] {
+        if set {
+            tracing::warn!(
+                section = name,
+                "this configuration section is not supported by this version and is ignored; its credentials are refused"
+            );
+        }
+    }
+    let policy_path = cfg.policy_path();
+    let policy = load_policy(&policy_path)?;
+    let store = open_store(&cfg).await?;
+    let upstream = upstream_credential(&cfg)?;
+    let authorizer = Arc::new(Authorizer::new(
+        policy,
+        store.clone(),
+        cfg.identity.api_keys.headers.clone(),
+        Duration::from_secs(cfg.identity.api_keys.cache_ttl_secs.max(1)),
+    ));
+    let shared = Arc::new(Shared {
+        authorizer: authorizer.clone(),
+        store,
+        store_healthy: AtomicBool::new(true),
+    });
+
+    let ext_listener = TcpListener::bind(cfg.listen.ext_authz)
+        .await
+        .with_context(|| format!("binding the ext_authz listener on {}", cfg.listen.ext_authz))?;
+    let http_listener = TcpListener::bind(cfg.listen.http)
+        .await
+        .with_context(|| format!("binding the http listener on {}", cfg.listen.http))?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let feed = tokio::spawn(background::follow_changes(
+        shared.clone(),
+        Duration::from_millis(cfg.store.poll_interval_ms),
+        shutdown_rx.clone(),
+    ));
+    let reload = tokio::spawn(background::reload_policy(
+        authorizer.clone(),
+        policy_path,
+        shutdown_rx.clone(),
+    ));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<envoy_types::ext_authz::v3::pb::AuthorizationServer<CheckService>>()
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let check = CheckService::new(authorizer, upstream).into_server();
+    let mut grpc_shutdown = shutdown_rx.clone();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(check)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(ext_listener), async move {
+            let _ = grpc_shutdown.wait_for(|s| *s).await;
+        });
+    let http = http::serve(http_listener, shared.clone(), shutdown_rx.clone());
+
+    tracing::info!(ext_authz = %cfg.listen.ext_authz, http = %cfg.listen.http, "inferguard serving");
+    let grpc_task = tokio::spawn(grpc);
+    let http_task = tokio::spawn(http);
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: answering Checks in flight, then exiting");
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    shared.store_healthy.store(false, Ordering::SeqCst);
+    let _ = shutdown_tx.send(true);
+
+    grpc_task.await?.context("ext_authz listener")?;
+    http_task.await?.context("http listener")?;
+    feed.abort();
+    reload.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

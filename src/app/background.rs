@@ -1,0 +1,122 @@
+//! Background tasks of `serve`: following the store's change feed, and reloading the policy.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::app::Shared;
+use crate::authorizer::Authorizer;
+use crate::config;
+
+const FEED_BATCH: i64 = 1000;
+
+/// Polls the change feed and drops the cache entries it names, so that a change made by
+/// another process (the CLI, another replica) reaches this one within `interval`.
+pub async fn follow_changes(
+    shared: Arc<Shared>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last: Option<i64> = None;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let keys = shared.authorizer.keys();
+        let Some(after) = last else {
+            match shared.store.latest_change().await {
+                Ok(seq) => {
+                    last = Some(seq);
+                    // Anything cached before we knew where the feed stood may be stale.
+                    keys.invalidate_all();
+                    shared.store_healthy.store(true, Ordering::SeqCst);
+                }
+                Err(e) => mark_unhealthy(&shared, &e.to_string()),
+            }
+            continue;
+        };
+        match shared.store.changes_since(after, FEED_BATCH).await {
+            Ok(changes) => {
+                if !shared.store_healthy.swap(true, Ordering::SeqCst) {
+                    tracing::info!("store reachable again");
+                }
+                let mut flush_all = false;
+                for c in &changes {
+                    match c.entity.as_str() {
+                        "key" => keys.invalidate_key(&c.id).await,
+                        _ => flush_all = true,
+                    }
+                    last = Some(c.seq);
+                }
+                if flush_all {
+                    keys.invalidate_all();
+                }
+                if changes.len() as i64 == FEED_BATCH {
+                    ticker.reset_immediately();
+                }
+            }
+            Err(e) => mark_unhealthy(&shared, &e.to_string()),
+        }
+    }
+}
+
+fn mark_unhealthy(shared: &Shared, error: &str) {
+    if shared.store_healthy.swap(false, Ordering::SeqCst) {
+        tracing::error!(
+            error,
+            "store change feed unreachable: cached credentials keep deciding, uncached ones get 503"
+        );
+    }
+}
+
+/// Reloads the policy when its file changes (checked every second) or on SIGHUP. A valid new
+/// policy replaces the old one atomically; an invalid one is logged and the old one stays.
+pub async fn reload_policy(
+    authorizer: Arc<Authorizer>,
+    path: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; file changes still reload the policy");
+            None
+        }
+    };
+    let mut seen = digest_of(&path).await;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let forced = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending::<()>().await } } => true,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let current = digest_of(&path).await;
+        if !forced && current == seen {
+            continue;
+        }
+        seen = current;
+        match config::read_file(&path).and_then(|text| config::compile_policy(&path, &text)) {
+            Ok(policy) => {
+                tracing::info!(version = %policy.version, file = %path.display(), "policy reloaded");
+                authorizer.replace_policy(policy);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "policy reload refused; the previous policy stays in force")
+            }
+        }
+    }
+}
+
+async fn digest_of(path: &PathBuf) -> Option<Vec<u8>> {
+    let bytes = tokio::fs::read(path).await.ok()?;
+    Some(Sha256::digest(&bytes).to_vec())
+}

@@ -1,0 +1,57 @@
+//! The command line: `inferguard serve|users|service-accounts|keys|policy …`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::keys::KeysCommand;
+use crate::commands::service_accounts::ServiceAccountsCommand;
+use crate::commands::users::UsersCommand;
+
+/// inferguard: identity, policy and audit for generative-model inference behind Envoy.
+#[derive(Debug, Parser)]
+#[command(name = "inferguard", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The inferguard.yaml to use (every command but `policy check`).
+    #[arg(
+        long,
+        global = true,
+        env = "INFERGUARD_CONFIG",
+        default_value = "inferguard.yaml"
+    )]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the ext_authz gRPC listener and the HTTP listener.
+    Serve,
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage service accounts.
+    #[command(subcommand, name = "service-accounts")]
+    ServiceAccounts(ServiceAccountsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Validate policy and configuration files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `inferguard policy …`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate inferguard.yaml and policy.yaml files, each on its own; exits non-zero naming
+    /// the file, line and problem.
+    Check {
+        /// Files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}

@@ -1,0 +1,16 @@
+//! Administrative CLI commands that work directly on the configured store.
+
+pub mod keys;
+pub mod service_accounts;
+pub mod users;
+
+use std::collections::BTreeSet;
+
+use crate::store::DynStore;
+
+/// What every store-backed command needs: the store and the role names the policy defines
+/// (so `--role` is checked against the policy, never stored when unknown).
+pub struct CliContext {
+    pub store: DynStore,
+    pub known_roles: BTreeSet<String>,
+}

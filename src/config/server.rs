@@ -1,0 +1,256 @@
+//! `inferguard.yaml`: listeners, store, upstream key, identity sources, policy file, audit.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+
+/// The whole of `inferguard.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default)]
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    pub policy: PolicyRef,
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
+    /// SCIM provisioning (not served by this version; accepted so configs stay forward
+    /// compatible, and reported at start).
+    #[serde(default)]
+    pub scim: Option<serde_yaml::Value>,
+    /// The directory relative paths are resolved against (the config file's directory).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    pub ext_authz: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            ext_authz: ([127, 0, 0, 1], 9191).into(),
+            http: ([0, 0, 0, 0], 8181).into(),
+            admin: ([127, 0, 0, 1], 9192).into(),
+        }
+    }
+}
+
+/// Where state lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://FILE?mode=rwc` (relative to the config file) or `postgres://…`.
+    pub url: String,
+    /// How often a running server polls the store's change feed, in milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://inferguard.db?mode=rwc".into(),
+            poll_interval_ms: 500,
+        }
+    }
+}
+
+/// The upstream's own credential, set on every allowed request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Header the upstream reads its key from (`x-api-key` for Fooocus-API,
+    /// `authorization` for TGI, where the value becomes `Bearer KEY`).
+    pub header: String,
+    /// Environment variable holding the key.
+    pub api_key_env: Option<String>,
+    /// File holding the key (e.g. a mounted Secret).
+    pub api_key_file: Option<PathBuf>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            header: "x-api-key".into(),
+            api_key_env: None,
+            api_key_file: None,
+        }
+    }
+}
+
+/// Identity sources.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    pub api_keys: ApiKeysConfig,
+    /// JWT issuers (issue 3); parsed to keep configs valid, refused at start until supported.
+    pub jwt: Option<serde_yaml::Value>,
+    pub oidc: Option<serde_yaml::Value>,
+    pub local_users: Option<serde_yaml::Value>,
+}
+
+/// API key extraction.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeysConfig {
+    /// Headers an API key may arrive in, besides `Authorization: Bearer fk_…`.
+    pub headers: Vec<String>,
+    /// How long a looked-up key stays cached without a change-feed event, in seconds.
+    pub cache_ttl_secs: u64,
+}
+
+impl Default for ApiKeysConfig {
+    fn default() -> Self {
+        ApiKeysConfig {
+            headers: vec!["x-api-key".into()],
+            cache_ttl_secs: 300,
+        }
+    }
+}
+
+/// Where the policy lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRef {
+    pub file: PathBuf,
+}
+
+/// The audit trail (issue 6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub file: Option<PathBuf>,
+    #[serde(default = "yes")]
+    pub redact_prompts: bool,
+    pub otlp: Option<serde_yaml::Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ServerConfig {
+    /// Reads and validates an inferguard.yaml.
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = crate::config::read_file(path)?;
+        ServerConfig::parse(path, &text)
+    }
+
+    /// Validates inferguard.yaml text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<ServerConfig, ConfigError> {
+        let mut cfg: ServerConfig =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(path, &e))?;
+        cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let line = |keys: &[&str]| super::locate::line_of(text, keys);
+        if !(cfg.store.url.starts_with("sqlite:")
+            || cfg.store.url.starts_with("postgres://")
+            || cfg.store.url.starts_with("postgresql://"))
+        {
+            return Err(
+                ConfigError::new(path, line(&["store", "url"]), "unsupported store url")
+                    .with_fix("use sqlite://FILE?mode=rwc or postgres://USER@HOST/DB"),
+            );
+        }
+        if cfg.store.poll_interval_ms == 0 || cfg.store.poll_interval_ms > 1500 {
+            return Err(ConfigError::new(
+                path,
+                line(&["store", "poll_interval_ms"]),
+                "store.poll_interval_ms must be between 1 and 1500",
+            )
+            .with_fix("changes must reach running servers within 2 s; keep the default 500"));
+        }
+        let header = cfg.upstream.header.to_ascii_lowercase();
+        if header.is_empty()
+            || !header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(ConfigError::new(
+                path,
+                line(&["upstream", "header"]),
+                format!("`{}` is not a valid header name", cfg.upstream.header),
+            ));
+        }
+        cfg.upstream.header = header;
+        if cfg.upstream.api_key_env.is_some() && cfg.upstream.api_key_file.is_some() {
+            return Err(ConfigError::new(
+                path,
+                line(&["upstream"]),
+                "upstream.api_key_env and upstream.api_key_file are both set",
+            )
+            .with_fix("keep one of them"));
+        }
+        for h in &mut cfg.identity.api_keys.headers {
+            *h = h.to_ascii_lowercase();
+            if h.starts_with("x-inferguard-") || h == "authorization" || h.is_empty() {
+                return Err(ConfigError::new(
+                    path,
+                    line(&["identity", "api_keys", "headers"]),
+                    format!("`{h}` cannot carry API keys"),
+                )
+                .with_fix(
+                    "use a header such as x-api-key; Authorization: Bearer is always accepted",
+                ));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The policy file path, resolved against the config's directory.
+    pub fn policy_path(&self) -> PathBuf {
+        self.base_dir.join(&self.policy.file)
+    }
+
+    /// The store url with a relative SQLite file resolved against the config's directory.
+    pub fn store_url(&self) -> String {
+        let url = &self.store.url;
+        let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        else {
+            return url.clone();
+        };
+        let (file, query) = match rest.split_once('?') {
+            Some((f, q)) => (f, Some(q)),
+            None => (rest, None),
+        };
+        if file.starts_with('/') || file == ":memory:" || file.is_empty() {
+            return url.clone();
+        }
+        let abs = self.base_dir.join(file);
+        match query {
+            Some(q) => format!("sqlite://{}?{q}", abs.display()),
+            None => format!("sqlite://{}", abs.display()),
+        }
+    }
+
+    /// Reads the upstream key from the environment or file; `None` when none is configured.
+    pub fn upstream_key(&self) -> Result<Option<String>, String> {
+        if let Some(var) = &self.upstream.api_key_env {
+            return std::env::var(var)
+                .map(Some)
+                .map_err(|_| format!("upstream.api_key_env names `{var}`, which is not set"));
+        }
+        if let Some(file) = &self.upstream.api_key_file {
+            let path = self.base_dir.join(file);
+            return std::fs::read_to_string(&path)
+                .map(|s| Some(s.trim().to_string()))
+                .map_err(|e| format!("cannot read upstream.api_key_file {}: {e}", path.display()));
+        }
+        Ok(None)
+    }
+}

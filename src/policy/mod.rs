@@ -1,0 +1,94 @@
+//! The decision on an authenticated, understood request: role capabilities and key scopes.
+//!
+//! Stages run in a fixed order so the first refusal is the one reported: permissions (role,
+//! then key scopes), then the role's model limits (preset, LoRAs, base model, image count,
+//! resolution).
+
+mod capabilities;
+mod role;
+
+use std::collections::BTreeMap;
+
+pub use capabilities::check_capabilities;
+pub use role::{NameSet, Role};
+
+use crate::domain::{Action, Denial, DenyKind, Permission, Principal};
+use crate::inference::RouteTable;
+
+/// A validated, compiled policy (policy.yaml). Replaced atomically on reload.
+#[derive(Debug)]
+pub struct Policy {
+    /// A short content hash of the file that produced this policy, for audit.
+    pub version: String,
+    /// The role of a principal with no binding and no mapped group; `None` = such principals
+    /// are refused.
+    pub default_role: Option<String>,
+    /// IdP group → role.
+    pub groups: BTreeMap<String, String>,
+    pub roles: BTreeMap<String, Role>,
+    pub routes: RouteTable,
+}
+
+impl Policy {
+    /// The role that applies to a principal with these groups and no explicit binding, and
+    /// whether it came from a group. Several matching groups: the most privileged role wins.
+    pub fn role_for_groups(&self, groups: &[String]) -> Option<(&str, bool)> {
+        let best = groups
+            .iter()
+            .filter_map(|g| self.groups.get(g))
+            .filter_map(|r| self.roles.get(r))
+            .max_by(|a, b| a.privilege().cmp(&b.privilege()).then(b.name.cmp(&a.name)));
+        match best {
+            Some(role) => Some((role.name.as_str(), true)),
+            None => self.default_role.as_deref().map(|r| (r, false)),
+        }
+    }
+}
+
+/// Checks that the principal may do what the action asks; the first failing check refuses.
+pub fn decide(policy: &Policy, principal: &Principal, action: &Action) -> Result<(), Denial> {
+    let Some(role) = policy.roles.get(&principal.role) else {
+        // A binding to a role the current policy no longer defines: fail closed.
+        return Err(Denial::new(
+            DenyKind::Forbidden,
+            "unknown_role",
+            format!(
+                "role `{}` is not defined by the current policy",
+                principal.role
+            ),
+        ));
+    };
+    for &permission in &action.permissions {
+        check_permission(role, principal, permission)?;
+    }
+    check_capabilities(role, action)
+}
+
+fn check_permission(
+    role: &Role,
+    principal: &Principal,
+    permission: Permission,
+) -> Result<(), Denial> {
+    if !role.grants(permission) {
+        return Err(Denial::new(
+            DenyKind::Forbidden,
+            "permission_denied",
+            format!("role `{}` does not grant `{permission}`", role.name),
+        )
+        .with_rule(format!("roles.{}.permissions", role.name)));
+    }
+    if let Some(scopes) = &principal.scopes
+        && !scopes.contains(&permission)
+    {
+        return Err(Denial::new(
+            DenyKind::Forbidden,
+            "insufficient_scope",
+            format!("the credential's scopes do not include `{permission}`"),
+        )
+        .with_rule("key.scopes"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,164 @@
+//! The `envoy.service.auth.v3.Authorization` service: thin — convert, call the authorizer,
+//! convert back.
+//!
+//! Failure semantics: the service answers every Check with a CheckResponse, allow or deny,
+//! never a gRPC error, so Envoy always shows the caller inferguard's status and body. If
+//! inferguard itself cannot be reached, Envoy's own `failure_mode_allow: false` refuses the
+//! request (status_on_error), which keeps the system closed.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse, OkHttpResponse,
+};
+use envoy_types::pb::google::rpc;
+use tonic::{Request as GrpcRequest, Response, Status};
+
+use crate::authorizer::Authorizer;
+use crate::domain::{Allow, Request};
+use crate::protocol::response::overwrite;
+use crate::protocol::{denial_response, status_for, to_request};
+
+/// The credential inferguard sets for the upstream on every allowed request.
+#[derive(Clone)]
+pub struct UpstreamCredential {
+    /// Lower-case header name.
+    pub header: String,
+    /// The full header value (`Bearer …` for `authorization`), or `None` to set nothing.
+    pub value: Option<String>,
+}
+
+impl std::fmt::Debug for UpstreamCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamCredential")
+            .field("header", &self.header)
+            .field("value", &"***")
+            .finish()
+    }
+}
+
+/// Envoy's largest `with_request_body` buffer we accept in one Check (Fooocus v2 bodies carry
+/// base64 images; tonic's default of 4 MiB would refuse them).
+pub const MAX_CHECK_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The ext_authz gRPC service.
+pub struct CheckService {
+    authorizer: Arc<Authorizer>,
+    upstream: UpstreamCredential,
+}
+
+impl CheckService {
+    /// A service deciding with `authorizer` and injecting `upstream` on allow.
+    pub fn new(authorizer: Arc<Authorizer>, upstream: UpstreamCredential) -> Self {
+        CheckService {
+            authorizer,
+            upstream,
+        }
+    }
+
+    /// The tonic server for this service, with the large message limit.
+    pub fn into_server(self) -> AuthorizationServer<CheckService> {
+        AuthorizationServer::new(self).max_decoding_message_size(MAX_CHECK_MESSAGE_BYTES)
+    }
+
+    /// Decides one converted request and builds Envoy's answer.
+    pub async fn decide(&self, req: &Request) -> CheckResponse {
+        let started = Instant::now();
+        match self.authorizer.check(req).await {
+            Ok(allow) => {
+                tracing::info!(
+                    target: "inferguard::decision",
+                    request_id = %req.id, result = "allow", subject = %allow.principal.subject,
+                    role = %allow.principal.role, auth = allow.principal.auth.as_str(),
+                    action = %allow.action.name, micros = started.elapsed().as_micros() as u64,
+                );
+                self.allow_response(req, &allow)
+            }
+            Err(denial) => {
+                tracing::info!(
+                    target: "inferguard::decision",
+                    request_id = %req.id, result = "deny", status = status_for(&denial.kind),
+                    error = denial.error, rule = denial.rule.as_deref().unwrap_or(""),
+                    micros = started.elapsed().as_micros() as u64,
+                );
+                denial_response(&denial, &req.id)
+            }
+        }
+    }
+
+    fn allow_response(&self, req: &Request, allow: &Allow) -> CheckResponse {
+        let p = &allow.principal;
+        let mut set: Vec<(&str, String)> = vec![
+            ("x-inferguard-subject", p.subject.clone()),
+            ("x-inferguard-role", p.role.clone()),
+            ("x-inferguard-auth", p.auth.as_str().to_string()),
+            ("x-request-id", req.id.clone()),
+        ];
+        if let Some(email) = &p.email {
+            set.push(("x-inferguard-email", email.clone()));
+        }
+        if !p.groups.is_empty() {
+            set.push(("x-inferguard-groups", p.groups.join(",")));
+        }
+        if let Some(key_id) = &p.key_id {
+            set.push(("x-inferguard-key-id", key_id.clone()));
+        }
+        for (k, v) in &allow.extra_headers {
+            set.push((k.as_str(), v.clone()));
+        }
+        if let Some(value) = &self.upstream.value {
+            set.push((self.upstream.header.as_str(), value.clone()));
+        }
+
+        let is_set = |name: &str| set.iter().any(|(k, _)| *k == name);
+        let mut remove: Vec<String> = req
+            .headers
+            .keys()
+            .filter(|k| k.starts_with("x-inferguard-") && !is_set(k))
+            .cloned()
+            .collect();
+        remove.extend(
+            self.authorizer
+                .credential_headers()
+                .filter(|h| req.headers.contains_key(*h) && !is_set(h))
+                .map(str::to_string),
+        );
+        remove.sort();
+        remove.dedup();
+
+        let headers = set
+            .iter()
+            .map(|(k, v)| overwrite(k, header_safe(v)))
+            .collect();
+        CheckResponse {
+            status: Some(rpc::Status {
+                code: 0,
+                message: String::new(),
+                details: Vec::new(),
+            }),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                headers,
+                headers_to_remove: remove,
+                ..Default::default()
+            })),
+            dynamic_metadata: None,
+        }
+    }
+}
+
+/// Strips characters that cannot appear in a header value.
+fn header_safe(v: &str) -> String {
+    v.chars().filter(|c| !c.is_control()).collect()
+}
+
+#[tonic::async_trait]
+impl Authorization for CheckService {
+    async fn check(
+        &self,
+        request: GrpcRequest<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let req = to_request(request.into_inner());
+        Ok(Response::new(self.decide(&req).await))
+    }
+}

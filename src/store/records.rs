@@ -1,0 +1,65 @@
+use std::collections::BTreeMap;
+
+use crate::domain::PrincipalKind;
+
+/// A user as stored. Users authenticated by an IdP get a record when an admin binds a role.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub username: String,
+    pub email: Option<String>,
+    /// The explicit role binding, if any (wins over IdP groups).
+    pub role: Option<String>,
+    pub attributes: BTreeMap<String, String>,
+    pub disabled: bool,
+    /// Argon2id PHC string for local login (issue 3); `None` for IdP-only users.
+    pub password_hash: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A machine identity that owns API keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceAccountRecord {
+    pub name: String,
+    pub role: String,
+    pub attributes: BTreeMap<String, String>,
+    pub daily_images: Option<i64>,
+    pub daily_tokens: Option<i64>,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+/// Who owns a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRef {
+    pub kind: PrincipalKind,
+    pub name: String,
+}
+
+/// An API key as stored: never the secret, only its SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRecord {
+    /// The public key id (the middle part of `fk_<id>_<secret>`).
+    pub id: String,
+    /// A human label.
+    pub name: String,
+    pub owner: OwnerRef,
+    /// Lower-case hex SHA-256 of the secret part.
+    pub secret_sha256: String,
+    /// Permission names the key is narrowed to; `None` = the owner's role permissions.
+    pub scopes: Option<Vec<String>>,
+    pub daily_images: Option<i64>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// One entry of the change feed: which entity changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: i64,
+    /// `key`, `user`, `service_account`.
+    pub entity: String,
+    /// The entity's id (key id, username, service account name).
+    pub id: String,
+}

@@ -1,0 +1,888 @@
+//! The embedded SQLite backend (the default store).
+//!
+//! One database file is shared by the server and the CLI, possibly in several processes at
+//! once: the file is opened in WAL mode (readers never block the writer) with a busy timeout
+//! (a writer waits for another process' write instead of failing at once), and every write
+//! transaction starts with `BEGIN IMMEDIATE`, so it takes the write lock up front and never has
+//! to upgrade a read snapshot (which SQLite refuses without waiting).
+//!
+//! Every mutation appends to the `changes` table in the same transaction: a running server
+//! polls that feed to drop cached entries, so a change made anywhere reaches it quickly.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+
+use super::{
+    ApiKeyRecord, Change, OwnerRef, ServiceAccountRecord, Store, StoreError, StoreResult,
+    UserRecord,
+};
+use crate::domain::PrincipalKind;
+
+/// How long a statement waits for another connection's (or process') write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections kept by one process.
+const MAX_CONNECTIONS: u32 = 8;
+/// How long a caller waits for a free pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts at running the migrations (two processes creating a fresh file at once may race;
+/// the loser sees the winner's result on its next attempt).
+const MIGRATION_ATTEMPTS: u32 = 3;
+
+/// The migrations, embedded in the binary: `(version, description, sql)`, in order.
+/// Files follow sqlx's `<version>_<description>.sql` naming, so the recorded checksums are the
+/// same as `sqlx::migrate!("./migrations/sqlite")` would record.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+)];
+
+/// Starts a write transaction holding the write lock from its first statement.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// The SQLite store. Cheap to clone (a pool handle).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing, unless the url says `mode=ro` or `mode=rw`) the database
+    /// named by a `sqlite://FILE[?…]` url, in WAL mode with foreign keys on and a busy timeout,
+    /// and runs the embedded migrations.
+    pub async fn connect(url: &str) -> StoreResult<SqliteStore> {
+        let in_memory = url.contains(":memory:") || query_param(url, "mode") == Some("memory");
+        let mut options = SqliteConnectOptions::from_str(url).map_err(|e| {
+            StoreError::Unavailable(format!("invalid SQLite store url `{url}`: {e}"))
+        })?;
+        options = options.foreign_keys(true).busy_timeout(BUSY_TIMEOUT);
+        if query_param(url, "mode").is_none() {
+            options = options.create_if_missing(true);
+        }
+        if !in_memory {
+            options = options.journal_mode(SqliteJournalMode::Wal);
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot open SQLite store `{url}`: {e}"))
+            })?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies any embedded migration the database has not seen yet.
+    async fn migrate(&self) -> StoreResult<()> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    (*sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        let migrator = Migrator::with_migrations(migrations);
+        let mut attempt = 1;
+        loop {
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < MIGRATION_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %e, "store migration failed; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                Err(e) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "cannot migrate the SQLite store: {e}"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// The value of `name` in the url's query string, if present.
+fn query_param<'a>(url: &'a str, name: &str) -> Option<&'a str> {
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// Current time in unix seconds.
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Maps a unique-constraint violation to `Conflict(what)`, anything else as usual.
+fn conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what()),
+        _ => e.into(),
+    }
+}
+
+fn user_label(username: &str) -> String {
+    format!("user `{username}`")
+}
+
+fn service_account_label(name: &str) -> String {
+    format!("service account `{name}`")
+}
+
+fn key_label(id: &str) -> String {
+    format!("key `{id}`")
+}
+
+fn attributes_to_json(attributes: &BTreeMap<String, String>) -> StoreResult<String> {
+    serde_json::to_string(attributes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn attributes_from_json(text: &str) -> StoreResult<BTreeMap<String, String>> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("attributes are not a JSON string map: {e}")))
+}
+
+fn scopes_to_json(scopes: &Option<Vec<String>>) -> StoreResult<Option<String>> {
+    scopes
+        .as_ref()
+        .map(|s| serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+fn scopes_from_json(text: Option<String>) -> StoreResult<Option<Vec<String>>> {
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| StoreError::Corrupt(format!("scopes are not a JSON string list: {e}")))
+    })
+    .transpose()
+}
+
+fn owner_kind_from_str(kind: &str) -> StoreResult<PrincipalKind> {
+    match kind {
+        "user" => Ok(PrincipalKind::User),
+        "service_account" => Ok(PrincipalKind::ServiceAccount),
+        other => Err(StoreError::Corrupt(format!(
+            "unknown key owner kind `{other}`"
+        ))),
+    }
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
+    Ok(UserRecord {
+        username: row.try_get("username")?,
+        email: row.try_get("email")?,
+        role: row.try_get("role")?,
+        attributes: attributes_from_json(&row.try_get::<String, _>("attributes")?)?,
+        disabled: row.try_get("disabled")?,
+        password_hash: row.try_get("password_hash")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn service_account_from_row(row: &SqliteRow) -> StoreResult<ServiceAccountRecord> {
+    Ok(ServiceAccountRecord {
+        name: row.try_get("name")?,
+        role: row.try_get("role")?,
+        attributes: attributes_from_json(&row.try_get::<String, _>("attributes")?)?,
+        daily_images: row.try_get("daily_images")?,
+        daily_tokens: row.try_get("daily_tokens")?,
+        disabled: row.try_get("disabled")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn key_from_row(row: &SqliteRow) -> StoreResult<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        owner: OwnerRef {
+            kind: owner_kind_from_str(&row.try_get::<String, _>("owner_kind")?)?,
+            name: row.try_get("owner")?,
+        },
+        secret_sha256: row.try_get("secret_sha256")?,
+        scopes: scopes_from_json(row.try_get("scopes")?)?,
+        daily_images: row.try_get("daily_images")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+const USER_COLUMNS: &str =
+    "SELECT username, email, role, attributes, disabled, password_hash, created_at FROM users";
+const SERVICE_ACCOUNT_COLUMNS: &str = "SELECT name, role, attributes, daily_images, daily_tokens, \
+     disabled, created_at FROM service_accounts";
+const KEY_COLUMNS: &str = "SELECT id, name, owner_kind, owner, secret_sha256, scopes, \
+     daily_images, created_at, expires_at, revoked_at FROM api_keys";
+
+/// Appends one entry to the change feed inside the caller's transaction.
+async fn record_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    entity: &str,
+    id: &str,
+    at: i64,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO changes (entity, id, at) VALUES ($1, $2, $3)")
+        .bind(entity)
+        .bind(id)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()> {
+        let attributes = attributes_to_json(&user.attributes)?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        sqlx::query(
+            "INSERT INTO users (username, email, role, attributes, disabled, password_hash, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&user.username)
+        .bind(&user.email)
+        .bind(&user.role)
+        .bind(attributes)
+        .bind(user.disabled)
+        .bind(&user.password_hash)
+        .bind(user.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, || user_label(&user.username)))?;
+        record_change(&mut tx, "user", &user.username, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_user(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let sql = format!("{USER_COLUMNS} WHERE username = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        let sql = format!("{USER_COLUMNS} ORDER BY username");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn set_user_attr(&self, username: &str, key: &str, value: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT attributes FROM users WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else {
+            return Err(StoreError::NotFound(user_label(username)));
+        };
+        let mut attributes = attributes_from_json(&current)?;
+        attributes.insert(key.to_string(), value.to_string());
+        sqlx::query("UPDATE users SET attributes = $1 WHERE username = $2")
+            .bind(attributes_to_json(&attributes)?)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        record_change(&mut tx, "user", username, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn disable_user(&self, username: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        let updated = sqlx::query("UPDATE users SET disabled = TRUE WHERE username = $1")
+            .bind(username)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound(user_label(username)));
+        }
+        record_change(&mut tx, "user", username, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_user_role(&self, username: &str, role: &str) -> StoreResult<()> {
+        let at = now();
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        sqlx::query(
+            "INSERT INTO users (username, role, attributes, disabled, created_at) \
+             VALUES ($1, $2, '{}', FALSE, $3) \
+             ON CONFLICT (username) DO UPDATE SET role = excluded.role",
+        )
+        .bind(username)
+        .bind(role)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        record_change(&mut tx, "user", username, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_service_account(&self, sa: &ServiceAccountRecord) -> StoreResult<()> {
+        let attributes = attributes_to_json(&sa.attributes)?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        sqlx::query(
+            "INSERT INTO service_accounts (name, role, attributes, daily_images, daily_tokens, \
+             disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&sa.name)
+        .bind(&sa.role)
+        .bind(attributes)
+        .bind(sa.daily_images)
+        .bind(sa.daily_tokens)
+        .bind(sa.disabled)
+        .bind(sa.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, || service_account_label(&sa.name)))?;
+        record_change(&mut tx, "service_account", &sa.name, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_service_account(&self, name: &str) -> StoreResult<Option<ServiceAccountRecord>> {
+        let sql = format!("{SERVICE_ACCOUNT_COLUMNS} WHERE name = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(service_account_from_row)
+            .transpose()
+    }
+
+    async fn list_service_accounts(&self) -> StoreResult<Vec<ServiceAccountRecord>> {
+        let sql = format!("{SERVICE_ACCOUNT_COLUMNS} ORDER BY name");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(service_account_from_row)
+            .collect()
+    }
+
+    async fn create_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        let scopes = scopes_to_json(&key.scopes)?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, owner_kind, owner, secret_sha256, scopes, \
+             daily_images, created_at, expires_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(key.owner.kind.as_str())
+        .bind(&key.owner.name)
+        .bind(&key.secret_sha256)
+        .bind(scopes)
+        .bind(key.daily_images)
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .bind(key.revoked_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, || key_label(&key.id)))?;
+        record_change(&mut tx, "key", &key.id, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let sql = format!("{KEY_COLUMNS} WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(key_from_row)
+            .transpose()
+    }
+
+    async fn list_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        let sql = format!("{KEY_COLUMNS} ORDER BY created_at DESC, id");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(key_from_row)
+            .collect()
+    }
+
+    async fn revoke_key(&self, id: &str, now: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        // The first revocation time is kept: revoking again changes nothing but is no error.
+        let updated =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound(key_label(id)));
+        }
+        record_change(&mut tx, "key", id, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn latest_change(&self) -> StoreResult<i64> {
+        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM changes")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq)
+    }
+
+    async fn changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<Change>> {
+        sqlx::query("SELECT seq, entity, id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after)
+            .bind(limit.max(0))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(Change {
+                    seq: row.try_get("seq")?,
+                    entity: row.try_get("entity")?,
+                    id: row.try_get("id")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url_for(dir: &tempfile::TempDir, query: &str) -> String {
+        format!("sqlite://{}{query}", dir.path().join("store.db").display())
+    }
+
+    async fn open_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::connect(&url_for(&dir, ""))
+            .await
+            .expect("store opens");
+        (dir, store)
+    }
+
+    fn user(name: &str) -> UserRecord {
+        UserRecord {
+            username: name.into(),
+            email: Some(format!("{name}@example.com")),
+            role: Some("designer_basic".into()),
+            attributes: BTreeMap::from([("department".into(), "marketing".into())]),
+            disabled: false,
+            password_hash: None,
+            created_at: 1_700_000_000,
+        }
+    }
+
+    fn service_account(name: &str) -> ServiceAccountRecord {
+        ServiceAccountRecord {
+            name: name.into(),
+            role: "designer_basic".into(),
+            attributes: BTreeMap::from([("team".into(), "batch".into())]),
+            daily_images: Some(100),
+            daily_tokens: None,
+            disabled: false,
+            created_at: 1_700_000_000,
+        }
+    }
+
+    fn key(id: &str, created_at: i64) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: id.into(),
+            name: format!("label-{id}"),
+            owner: OwnerRef {
+                kind: PrincipalKind::User,
+                name: "alice".into(),
+            },
+            secret_sha256: "ab".repeat(32),
+            scopes: Some(vec!["generation:create".into(), "models:view".into()]),
+            daily_images: Some(10),
+            created_at,
+            expires_at: created_at + 90 * 86_400,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn query_params_are_found() {
+        assert_eq!(query_param("sqlite://a.db?mode=rwc", "mode"), Some("rwc"));
+        assert_eq!(query_param("sqlite://a.db?x=1&mode=ro", "mode"), Some("ro"));
+        assert_eq!(query_param("sqlite://a.db", "mode"), None);
+        assert_eq!(query_param("sqlite://a.db?model=x", "mode"), None);
+    }
+
+    #[tokio::test]
+    async fn opens_with_and_without_mode_rwc_and_reopens() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plain = SqliteStore::connect(&url_for(&dir, ""))
+            .await
+            .expect("creates");
+        plain.create_user(&user("alice")).await.expect("insert");
+        drop(plain);
+        // Reopening runs the migrations again: they are already applied.
+        let rwc = SqliteStore::connect(&url_for(&dir, "?mode=rwc"))
+            .await
+            .expect("reopens");
+        assert!(rwc.get_user("alice").await.expect("get").is_some());
+
+        let other = tempfile::tempdir().expect("temp dir");
+        SqliteStore::connect(&url_for(&other, "?mode=rwc"))
+            .await
+            .expect("creates with mode=rwc");
+        assert!(other.path().join("store.db").exists());
+    }
+
+    #[tokio::test]
+    async fn explicit_read_write_mode_does_not_create() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let err = SqliteStore::connect(&url_for(&dir, "?mode=rw"))
+            .await
+            .expect_err("missing file with mode=rw");
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn pragmas_are_set() {
+        let (_dir, store) = open_store().await;
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&store.pool)
+            .await
+            .expect("pragma");
+        assert_eq!(mode.to_lowercase(), "wal");
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&store.pool)
+            .await
+            .expect("pragma");
+        assert_eq!(fk, 1);
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&store.pool)
+            .await
+            .expect("pragma");
+        assert_eq!(busy, 5000);
+    }
+
+    #[tokio::test]
+    async fn users_round_trip() {
+        let (_dir, store) = open_store().await;
+        let mut bob = user("bob");
+        bob.password_hash = Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into());
+        bob.email = None;
+        store.create_user(&bob).await.expect("create bob");
+        store
+            .create_user(&user("alice"))
+            .await
+            .expect("create alice");
+
+        assert_eq!(store.get_user("bob").await.expect("get"), Some(bob.clone()));
+        assert_eq!(store.get_user("carol").await.expect("get"), None);
+        let names: Vec<_> = store
+            .list_users()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|u| u.username)
+            .collect();
+        assert_eq!(names, ["alice", "bob"]);
+
+        let err = store.create_user(&user("alice")).await.expect_err("dup");
+        assert!(matches!(&err, StoreError::Conflict(what) if what == "user `alice`"));
+        assert_eq!(err.to_string(), "user `alice` already exists");
+    }
+
+    #[tokio::test]
+    async fn user_attributes_roles_and_disabling() {
+        let (_dir, store) = open_store().await;
+        store.create_user(&user("alice")).await.expect("create");
+
+        store
+            .set_user_attr("alice", "clearance_level", "3")
+            .await
+            .expect("add attr");
+        store
+            .set_user_attr("alice", "department", "sales")
+            .await
+            .expect("replace attr");
+        let alice = store.get_user("alice").await.expect("get").expect("exists");
+        assert_eq!(
+            alice.attributes,
+            BTreeMap::from([
+                ("clearance_level".into(), "3".into()),
+                ("department".into(), "sales".into()),
+            ])
+        );
+        let err = store
+            .set_user_attr("nobody", "a", "b")
+            .await
+            .expect_err("absent");
+        assert!(matches!(&err, StoreError::NotFound(what) if what == "user `nobody`"));
+
+        store.set_user_role("alice", "admin").await.expect("role");
+        let alice = store.get_user("alice").await.expect("get").expect("exists");
+        assert_eq!(alice.role.as_deref(), Some("admin"));
+        assert_eq!(alice.email.as_deref(), Some("alice@example.com"));
+        assert_eq!(alice.created_at, 1_700_000_000, "binding keeps the record");
+
+        // An IdP user known only by subject gets a record.
+        store
+            .set_user_role("00u1abcd", "viewer")
+            .await
+            .expect("role for new subject");
+        let idp = store
+            .get_user("00u1abcd")
+            .await
+            .expect("get")
+            .expect("created");
+        assert_eq!(idp.role.as_deref(), Some("viewer"));
+        assert!(idp.attributes.is_empty());
+        assert!(!idp.disabled);
+        assert!(idp.email.is_none() && idp.password_hash.is_none());
+        assert!(idp.created_at > 1_700_000_000);
+
+        assert!(!alice.disabled);
+        store.disable_user("alice").await.expect("disable");
+        store.disable_user("alice").await.expect("disable twice");
+        assert!(
+            store
+                .get_user("alice")
+                .await
+                .expect("get")
+                .expect("exists")
+                .disabled
+        );
+        let err = store.disable_user("nobody").await.expect_err("absent");
+        assert!(matches!(err, StoreError::NotFound(_)));
+    }
+
+    #[tokio::test]
+    async fn service_accounts_round_trip() {
+        let (_dir, store) = open_store().await;
+        let batch = service_account("batch-renderer");
+        let mut ci = service_account("ci.bot");
+        ci.daily_images = None;
+        ci.daily_tokens = Some(1_000_000);
+        ci.disabled = true;
+        store.create_service_account(&ci).await.expect("create");
+        store.create_service_account(&batch).await.expect("create");
+
+        assert_eq!(
+            store.get_service_account("ci.bot").await.expect("get"),
+            Some(ci.clone())
+        );
+        assert_eq!(store.get_service_account("nope").await.expect("get"), None);
+        assert_eq!(
+            store.list_service_accounts().await.expect("list"),
+            vec![batch.clone(), ci]
+        );
+        let err = store.create_service_account(&batch).await.expect_err("dup");
+        assert_eq!(
+            err.to_string(),
+            "service account `batch-renderer` already exists"
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_round_trip_and_revoke() {
+        let (_dir, store) = open_store().await;
+        let older = key("00000000000000aa", 1_700_000_000);
+        let mut newer = key("00000000000000bb", 1_700_000_100);
+        newer.scopes = None;
+        newer.daily_images = None;
+        newer.owner = OwnerRef {
+            kind: PrincipalKind::ServiceAccount,
+            name: "batch".into(),
+        };
+        store.create_key(&older).await.expect("create");
+        store.create_key(&newer).await.expect("create");
+
+        assert_eq!(
+            store.get_key(&older.id).await.expect("get"),
+            Some(older.clone())
+        );
+        assert_eq!(store.get_key("missing").await.expect("get"), None);
+        assert_eq!(
+            store.list_keys().await.expect("list"),
+            vec![newer.clone(), older.clone()],
+            "newest first"
+        );
+        let err = store.create_key(&older).await.expect_err("dup id");
+        assert_eq!(err.to_string(), "key `00000000000000aa` already exists");
+
+        store
+            .revoke_key(&older.id, 1_700_001_000)
+            .await
+            .expect("revoke");
+        store
+            .revoke_key(&older.id, 1_700_002_000)
+            .await
+            .expect("revoke twice");
+        let revoked = store
+            .get_key(&older.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(revoked.revoked_at, Some(1_700_001_000), "first time kept");
+        let err = store.revoke_key("missing", 1).await.expect_err("absent");
+        assert!(matches!(&err, StoreError::NotFound(what) if what == "key `missing`"));
+    }
+
+    #[tokio::test]
+    async fn every_mutation_feeds_the_change_log() {
+        let (_dir, store) = open_store().await;
+        assert_eq!(store.latest_change().await.expect("latest"), 0);
+        assert!(store.changes_since(0, 100).await.expect("since").is_empty());
+
+        store.create_user(&user("alice")).await.expect("user");
+        store.set_user_attr("alice", "k", "v").await.expect("attr");
+        store.set_user_role("alice", "admin").await.expect("role");
+        store
+            .set_user_role("idp-sub", "viewer")
+            .await
+            .expect("role");
+        store.disable_user("alice").await.expect("disable");
+        store
+            .create_service_account(&service_account("batch"))
+            .await
+            .expect("sa");
+        store.create_key(&key("k1", 1)).await.expect("key");
+        store.revoke_key("k1", 2).await.expect("revoke");
+
+        // Failed mutations record nothing.
+        store.create_user(&user("alice")).await.expect_err("dup");
+        store.disable_user("ghost").await.expect_err("absent");
+        store.revoke_key("ghost", 3).await.expect_err("absent");
+
+        let all = store.changes_since(0, 100).await.expect("since");
+        let seen: Vec<(&str, &str)> = all
+            .iter()
+            .map(|c| (c.entity.as_str(), c.id.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("user", "alice"),
+                ("user", "alice"),
+                ("user", "alice"),
+                ("user", "idp-sub"),
+                ("user", "alice"),
+                ("service_account", "batch"),
+                ("key", "k1"),
+                ("key", "k1"),
+            ]
+        );
+        assert!(
+            all.windows(2).all(|w| w[0].seq < w[1].seq),
+            "sequence grows"
+        );
+        let latest = store.latest_change().await.expect("latest");
+        assert_eq!(latest, all.last().expect("some").seq);
+
+        let tail = store.changes_since(all[5].seq, 100).await.expect("since");
+        assert_eq!(tail, all[6..].to_vec());
+        let limited = store.changes_since(0, 3).await.expect("since");
+        assert_eq!(limited, all[..3].to_vec());
+        assert!(
+            store
+                .changes_since(latest, 10)
+                .await
+                .expect("since")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn two_handles_on_one_file_see_each_other() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = url_for(&dir, "?mode=rwc");
+        let a = SqliteStore::connect(&url).await.expect("first handle");
+        let b = SqliteStore::connect(&url).await.expect("second handle");
+
+        a.create_user(&user("alice")).await.expect("a writes");
+        assert!(b.get_user("alice").await.expect("b reads").is_some());
+        b.create_key(&key("k1", 10)).await.expect("b writes");
+        b.revoke_key("k1", 20).await.expect("b revokes");
+        assert_eq!(
+            a.get_key("k1")
+                .await
+                .expect("a reads")
+                .and_then(|k| k.revoked_at),
+            Some(20)
+        );
+        assert_eq!(
+            a.latest_change().await.expect("a"),
+            b.latest_change().await.expect("b")
+        );
+        assert_eq!(a.changes_since(0, 10).await.expect("a").len(), 3);
+
+        // Concurrent writers through both handles all succeed (busy timeout, BEGIN IMMEDIATE).
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                store.set_user_attr("alice", &format!("k{i}"), "v").await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("join").expect("concurrent write");
+        }
+        let alice = b.get_user("alice").await.expect("get").expect("exists");
+        assert_eq!(alice.attributes.len(), 21);
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_open_of_a_fresh_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = url_for(&dir, "");
+        let (a, b) = tokio::join!(SqliteStore::connect(&url), SqliteStore::connect(&url));
+        a.expect("first");
+        b.expect("second");
+    }
+
+    #[tokio::test]
+    async fn corrupt_attributes_are_reported() {
+        let (_dir, store) = open_store().await;
+        store.create_user(&user("alice")).await.expect("create");
+        sqlx::query("UPDATE users SET attributes = 'not json' WHERE username = 'alice'")
+            .execute(&store.pool)
+            .await
+            .expect("tamper");
+        let err = store.get_user("alice").await.expect_err("corrupt");
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    }
+}
