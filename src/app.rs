@@ -22,6 +22,7 @@ use crate::config::{self, ServerConfig};
 use crate::policy::Policy;
 use crate::protocol::{CheckService, UpstreamCredential};
 use crate::store::{self, DynStore};
+use crate::telemetry::Metrics;
 
 /// Runs one CLI invocation.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -112,6 +113,7 @@ pub struct Shared {
     pub store: DynStore,
     /// False once the change feed has failed and not yet recovered.
     pub store_healthy: AtomicBool,
+    pub metrics: Arc<Metrics>,
 }
 
 async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
@@ -138,10 +140,12 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
         cfg.identity.api_keys.headers.clone(),
         Duration::from_secs(cfg.identity.api_keys.cache_ttl_secs.max(1)),
     ));
+    let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {
         authorizer: authorizer.clone(),
         store,
         store_healthy: AtomicBool::new(true),
+        metrics: metrics.clone(),
     });
 
     let ext_listener = TcpListener::bind(cfg.listen.ext_authz)
@@ -171,7 +175,7 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
 
-    let check = CheckService::new(authorizer, upstream).into_server();
+    let check = CheckService::new(authorizer, upstream, metrics).into_server();
     let mut grpc_shutdown = shutdown_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)

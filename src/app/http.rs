@@ -21,6 +21,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(shared);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -36,4 +37,17 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str)
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n")
     }
+}
+
+/// Prometheus text exposition.
+async fn metrics(
+    State(shared): State<Arc<Shared>>,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        shared.metrics.render(),
+    )
 }

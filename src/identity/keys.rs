@@ -6,14 +6,12 @@
 //! effective within the poll interval. Expiry is judged at every request, never cached.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use moka::future::Cache;
 
 use crate::domain::{
     AuthMethod, Denial, DenyKind, Permission, Principal, PrincipalKind, RoleSource,
 };
+use crate::identity::cache::FeedCache;
 use crate::identity::{api_key, unauthenticated};
 use crate::policy::Policy;
 use crate::store::{ApiKeyRecord, DynStore, StoreError};
@@ -34,9 +32,7 @@ pub struct KeyGrant {
 /// Authenticates `fk_…` keys.
 pub struct KeyAuthenticator {
     store: DynStore,
-    cache: Cache<String, Option<Arc<KeyGrant>>>,
-    /// Bumped on every invalidation, so a load that raced an invalidation is not cached.
-    generation: AtomicU64,
+    cache: FeedCache<String, Option<Arc<KeyGrant>>>,
 }
 
 impl KeyAuthenticator {
@@ -44,11 +40,7 @@ impl KeyAuthenticator {
     pub fn new(store: DynStore, ttl: Duration) -> Self {
         KeyAuthenticator {
             store,
-            cache: Cache::builder()
-                .max_capacity(200_000)
-                .time_to_live(ttl)
-                .build(),
-            generation: AtomicU64::new(0),
+            cache: FeedCache::new(200_000, ttl),
         }
     }
 
@@ -97,26 +89,19 @@ impl KeyAuthenticator {
 
     /// Drops one key from the cache.
     pub async fn invalidate_key(&self, id: &str) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.cache.invalidate(id).await;
+        self.cache.invalidate(&id.to_string()).await;
     }
 
     /// Drops every cached key (an owner changed, or the change feed was lost).
     pub fn invalidate_all(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate_all();
     }
 
     async fn grant(&self, id: &str) -> Result<Option<Arc<KeyGrant>>, StoreError> {
-        if let Some(hit) = self.cache.get(id).await {
-            return Ok(hit);
-        }
-        let generation = self.generation.load(Ordering::SeqCst);
-        let loaded = self.load(id).await?.map(Arc::new);
-        if self.generation.load(Ordering::SeqCst) == generation {
-            self.cache.insert(id.to_string(), loaded.clone()).await;
-        }
-        Ok(loaded)
+        let id = id.to_string();
+        self.cache
+            .get_or_load(&id, async { Ok(self.load(&id).await?.map(Arc::new)) })
+            .await
     }
 
     async fn load(&self, id: &str) -> Result<Option<KeyGrant>, StoreError> {

@@ -1,7 +1,9 @@
 //! Finds the caller's credential and turns it into a [`Principal`](crate::domain::Principal).
 
 pub mod api_key;
+mod cache;
 mod credential;
+pub mod jwt;
 mod keys;
 
 pub use credential::{Credential, find_credential};

@@ -11,6 +11,7 @@
 //!
 //! This module depends only on `domain`.
 
+mod builtin;
 mod fooocus;
 mod http;
 mod json;
@@ -22,10 +23,8 @@ mod preset;
 mod routes;
 mod tgi;
 
-pub use routes::{
-    ApiSet, BodyKind, CONTROL_PERMISSION, InvalidPathPattern, PathPattern, Route, RouteTable,
-    builtin_routes,
-};
+pub use builtin::{CONTROL_PERMISSION, builtin_routes};
+pub use routes::{ApiSet, BodyKind, InvalidPathPattern, PathPattern, Route, RouteTable};
 
 use crate::domain::{Action, ApiKind, Request};
 
@@ -41,7 +40,12 @@ pub enum InferenceError {
     Malformed(String),
     /// A field holds a value the upstream would refuse: answer 400.
     #[error("invalid `{field}`: {reason}")]
-    Invalid { field: String, reason: String },
+    Invalid {
+        /// The field's path in the body, e.g. `loras[1].model_name`.
+        field: String,
+        /// What the upstream requires of it.
+        reason: String,
+    },
 }
 
 /// Turns a request matched to `route` into an [`Action`].

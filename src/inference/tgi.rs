@@ -84,7 +84,6 @@ fn model_adapter(ask: &mut Ask, obj: &Obj<'_>) -> Result<(), InferenceError> {
 fn chat(ask: &mut Ask, obj: &Obj<'_>) -> Result<&'static str, InferenceError> {
     model_adapter(ask, obj)?;
     ask.messages(obj, false)?;
-    llm::count(obj, "n")?;
     let max = llm::max_tokens(obj)?;
     ask.max_tokens = max_of(ask.max_tokens, max, ask.choices == 0);
     ask.choices = ask.choices.saturating_add(1);

@@ -19,6 +19,7 @@ use crate::authorizer::Authorizer;
 use crate::domain::{Allow, Request};
 use crate::protocol::response::overwrite;
 use crate::protocol::{denial_response, status_for, to_request};
+use crate::telemetry::Metrics;
 
 /// The credential inferguard sets for the upstream on every allowed request.
 #[derive(Clone)]
@@ -46,14 +47,20 @@ pub const MAX_CHECK_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub struct CheckService {
     authorizer: Arc<Authorizer>,
     upstream: UpstreamCredential,
+    metrics: Arc<Metrics>,
 }
 
 impl CheckService {
     /// A service deciding with `authorizer` and injecting `upstream` on allow.
-    pub fn new(authorizer: Arc<Authorizer>, upstream: UpstreamCredential) -> Self {
+    pub fn new(
+        authorizer: Arc<Authorizer>,
+        upstream: UpstreamCredential,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         CheckService {
             authorizer,
             upstream,
+            metrics,
         }
     }
 
@@ -67,7 +74,8 @@ impl CheckService {
         let started = Instant::now();
         match self.authorizer.check(req).await {
             Ok(allow) => {
-                tracing::info!(
+                self.metrics.record_decision(true, "ok", started.elapsed());
+                tracing::debug!(
                     target: "inferguard::decision",
                     request_id = %req.id, result = "allow", subject = %allow.principal.subject,
                     role = %allow.principal.role, auth = allow.principal.auth.as_str(),
@@ -76,6 +84,8 @@ impl CheckService {
                 self.allow_response(req, &allow)
             }
             Err(denial) => {
+                self.metrics
+                    .record_decision(false, denial.error, started.elapsed());
                 tracing::info!(
                     target: "inferguard::decision",
                     request_id = %req.id, result = "deny", status = status_for(&denial.kind),

@@ -72,9 +72,14 @@ impl JwtIssuerConfig {
     /// Checks the configuration and returns the accepted algorithms. `remote` is true when the
     /// keys will be fetched over HTTP (so the issuer or `jwks_url` must be an http(s) address).
     pub(crate) fn validate(&self, remote: bool) -> Result<Vec<Algorithm>, JwtConfigError> {
-        let bad = |reason: String| JwtConfigError::Invalid { issuer: self.issuer.clone(), reason };
+        let bad = |reason: String| JwtConfigError::Invalid {
+            issuer: self.issuer.clone(),
+            reason,
+        };
         if self.issuer.trim().is_empty() || self.issuer.trim() != self.issuer {
-            return Err(bad("`issuer` must be a non-empty value without surrounding spaces".into()));
+            return Err(bad(
+                "`issuer` must be a non-empty value without surrounding spaces".into(),
+            ));
         }
         if self.audiences.is_empty() {
             return Err(bad(
@@ -93,9 +98,14 @@ impl JwtIssuerConfig {
             )));
         }
         let algorithms = match &self.algorithms {
-            None => SUPPORTED_ALGORITHMS.iter().map(|a| parse_algorithm(a).expect("supported")).collect(),
+            None => SUPPORTED_ALGORITHMS
+                .iter()
+                .map(|a| parse_algorithm(a).expect("supported"))
+                .collect(),
             Some(names) if names.is_empty() => {
-                return Err(bad("`algorithms` is empty; leave it out to accept all supported algorithms".into()));
+                return Err(bad(
+                    "`algorithms` is empty; leave it out to accept all supported algorithms".into(),
+                ));
             }
             Some(names) => {
                 let mut algs = Vec::new();
@@ -117,7 +127,9 @@ impl JwtIssuerConfig {
             match &self.jwks_url {
                 Some(url) => check_http_url(url).map_err(|r| bad(format!("`jwks_url`: {r}")))?,
                 None => check_http_url(&self.issuer).map_err(|r| {
-                    bad(format!("`issuer` {r} (OIDC discovery needs it; or set `jwks_url`)"))
+                    bad(format!(
+                        "`issuer` {r} (OIDC discovery needs it; or set `jwks_url`)"
+                    ))
                 })?,
             }
         }
@@ -149,7 +161,9 @@ fn check_http_url(text: &str) -> Result<(), String> {
             }
             Ok(())
         }
-        other => Err(format!("`{text}` has scheme `{other}`; only http and https are supported")),
+        other => Err(format!(
+            "`{text}` has scheme `{other}`; only http and https are supported"
+        )),
     }
 }
 
@@ -182,14 +196,20 @@ impl Default for ClaimMapping {
 
 impl ClaimMapping {
     fn validate(&self) -> Result<(), String> {
-        for (what, name) in [("subject", &self.subject), ("email", &self.email), ("groups", &self.groups)] {
+        for (what, name) in [
+            ("subject", &self.subject),
+            ("email", &self.email),
+            ("groups", &self.groups),
+        ] {
             if name.trim().is_empty() {
                 return Err(format!("`claims.{what}` is empty"));
             }
         }
         for (attr, claim) in &self.attributes {
             if attr.trim().is_empty() || claim.trim().is_empty() {
-                return Err(format!("`claims.attributes` has an empty name or claim (`{attr}`: `{claim}`)"));
+                return Err(format!(
+                    "`claims.attributes` has an empty name or claim (`{attr}`: `{claim}`)"
+                ));
             }
         }
         Ok(())

@@ -364,6 +364,11 @@ fn upscale_named_inside_a_text_to_image_body_counts() {
         r#"{"enhance_uov_method": "Vary (Strong)", "enhance_checkbox": true}"#,
     );
     assert!(a.upscale);
+    let a = ok(
+        "/v2/generation/text-to-image-with-ip",
+        r#"{"uov_method": "Vary (Subtle)", "uov_input_image": "aGk="}"#,
+    );
+    assert!(a.upscale);
     for body in [
         r#"{"uov_method": "Disabled", "input_image": "aGVsbG8="}"#,
         r#"{"uov_method": "Upscale (2x)"}"#,

@@ -23,3 +23,7 @@ pub fn init_logging(default_level: &str) {
         builder.init();
     }
 }
+
+mod metrics;
+
+pub use metrics::Metrics;
