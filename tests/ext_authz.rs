@@ -16,7 +16,7 @@ use inferguard::config::compile_policy;
 use inferguard::domain::PrincipalKind;
 use inferguard::identity::api_key;
 use inferguard::protocol::{CheckService, UpstreamCredential};
-use inferguard::store::{ApiKeyRecord, DynStore, OwnerRef, SqliteStore, Store, UserRecord};
+use inferguard::store::{ApiKeyRecord, DynStore, OwnerRef, SqliteStore, UserRecord};
 use inferguard::telemetry::Metrics;
 
 const POLICY: &str = r#"

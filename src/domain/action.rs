@@ -18,7 +18,7 @@ pub struct Action {
     /// Every permission the request needs (the route's, plus e.g. `generation:upscale` when a
     /// text-to-image body also runs an upscale stage).
     pub permissions: Vec<Permission>,
-    /// The API family, or `None` when the route has no body extractor.
+    /// The API family (`Other` for routes judged on headers alone).
     pub api: Option<ApiKind>,
     /// A short action name such as `text-to-image`, `upscale-vary`, `llm-chat`.
     pub name: String,

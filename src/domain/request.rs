@@ -26,12 +26,4 @@ impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
-
-    /// The value of one query parameter (first occurrence, not percent-decoded beyond `+`).
-    pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then_some(v)
-        })
-    }
 }

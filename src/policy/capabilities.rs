@@ -1,5 +1,5 @@
 use crate::domain::{Action, Denial, DenyKind};
-use crate::policy::Role;
+use crate::policy::{NameSet, Role};
 
 /// Checks the role's limits on what the model is asked to do.
 pub fn check_capabilities(role: &Role, action: &Action) -> Result<(), Denial> {
@@ -17,7 +17,7 @@ pub fn check_capabilities(role: &Role, action: &Action) -> Result<(), Denial> {
             "presets",
         );
     }
-    if let Some(lora) = action.loras.iter().find(|l| !role.loras.allows(l)) {
+    if let Some(lora) = action.loras.iter().find(|l| !lora_allowed(&role.loras, l)) {
         return forbidden(
             "lora_not_allowed",
             format!(
@@ -68,6 +68,24 @@ pub fn check_capabilities(role: &Role, action: &Action) -> Result<(), Denial> {
         );
     }
     Ok(())
+}
+
+/// LoRAs are named by file in `loras[]` and by stem in `<lora:NAME:W>` prompt tags, and Fooocus
+/// loads the same file for both: an allow-list entry matches either spelling.
+fn lora_allowed(allowed: &NameSet, name: &str) -> bool {
+    match allowed {
+        NameSet::Any => true,
+        NameSet::Only(set) => {
+            set.contains(name) || set.iter().any(|entry| lora_stem(entry) == lora_stem(name))
+        }
+    }
+}
+
+fn lora_stem(name: &str) -> &str {
+    [".safetensors", ".ckpt", ".pt", ".bin"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .unwrap_or(name)
 }
 
 /// A name shortened and stripped of control characters, safe to put in a refusal body.

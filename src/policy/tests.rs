@@ -116,6 +116,24 @@ fn each_capability_refuses_on_its_own() {
 }
 
 #[test]
+fn lora_allow_lists_match_file_names_and_prompt_tag_stems() {
+    let mut p = policy();
+    let basic = p.roles.get_mut("designer_basic").unwrap();
+    basic.loras = NameSet::from_list(Some(&["detail.safetensors".to_string()]));
+    let who = principal("designer_basic");
+    for ok in ["detail.safetensors", "detail"] {
+        let mut a = generate();
+        a.loras = vec![ok.into()];
+        decide(&p, &who, &a).unwrap();
+    }
+    for bad in ["detail2", "other.safetensors", "detail.safetensors.evil"] {
+        let mut a = generate();
+        a.loras = vec![bad.into()];
+        assert_eq!(error_of(decide(&p, &who, &a)), "lora_not_allowed", "{bad}");
+    }
+}
+
+#[test]
 fn advanced_role_may_upscale_and_use_any_lora() {
     let mut a = generate();
     a.permissions.push(Permission::GenerationUpscale);

@@ -1,4 +1,5 @@
-//! Storage of users, service accounts, role bindings and API keys behind one interface.
+//! Storage of users, service accounts, role bindings, API keys, refresh tokens and
+//! inferguard's own signing keys behind one interface.
 //!
 //! The backend (embedded SQLite by default, PostgreSQL for several replicas) is picked at
 //! runtime from `store.url`. Every mutation also appends a row to a change feed, which running
@@ -10,7 +11,10 @@ mod sqlite;
 
 use std::sync::Arc;
 
-pub use records::{ApiKeyRecord, Change, OwnerRef, ServiceAccountRecord, UserRecord};
+pub use records::{
+    ApiKeyRecord, Change, OwnerRef, RefreshTokenRecord, ServiceAccountRecord, SigningKeyRecord,
+    UserRecord,
+};
 pub use sqlite::SqliteStore;
 
 /// Errors from the store. `Unavailable` is the only transient kind: the caller may decide
@@ -80,6 +84,35 @@ pub trait Store: Send + Sync + 'static {
     async fn list_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
     /// Revokes a key at `now` (unix seconds); `NotFound` when absent. Revoking twice is fine.
     async fn revoke_key(&self, id: &str, now: i64) -> StoreResult<()>;
+
+    // === signing keys ===
+    /// The active signing key for `purpose`, created first when there is none: `generate`
+    /// returns a new key's `(kid, PKCS#8 DER)`. Safe when several processes start at once on
+    /// one store: all of them get the one key that was stored first.
+    async fn get_or_create_signing_key(
+        &self,
+        purpose: &str,
+        generate: &(dyn Fn() -> (String, Vec<u8>) + Send + Sync),
+    ) -> StoreResult<SigningKeyRecord>;
+
+    // === refresh tokens ===
+    /// Stores a new refresh token (only its hash). `Conflict` when the hash exists or when
+    /// the token's family has been revoked (a rotation racing a revocation loses). Also drops
+    /// tokens that expired before `token.created_at`.
+    async fn create_refresh_token(&self, token: &RefreshTokenRecord) -> StoreResult<()>;
+    /// Spends a refresh token in one transaction: when it is unused, unrevoked and unexpired
+    /// at `now` it is marked used. Returns the record as it was *before* this call (so
+    /// `used_at: Some(_)` means it had been spent already: a reuse), or `None` when unknown.
+    async fn use_refresh_token(
+        &self,
+        token_sha256: &str,
+        now: i64,
+    ) -> StoreResult<Option<RefreshTokenRecord>>;
+    /// Revokes every token of a family at `now`; returns how many were not revoked before.
+    async fn revoke_refresh_family(&self, family_id: &str, now: i64) -> StoreResult<u64>;
+    /// Revokes every refresh token of a user at `now`; returns how many were not revoked
+    /// before.
+    async fn revoke_refresh_tokens_for_user(&self, username: &str, now: i64) -> StoreResult<u64>;
 
     // === change feed ===
     /// The highest change sequence number (0 when none).

@@ -58,8 +58,52 @@ pub struct ApiKeyRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub seq: i64,
-    /// `key`, `user`, `service_account`.
+    /// `key`, `user`, `service_account`, `refresh_token`, `signing_key`.
     pub entity: String,
-    /// The entity's id (key id, username, service account name).
+    /// The entity's id (key id, username, service account name, refresh-token family id,
+    /// signing key id).
     pub id: String,
+}
+
+/// One of inferguard's own signing keys, as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    /// The key id published in the JWKS and put in token headers.
+    pub kid: String,
+    /// What the key signs, e.g. `local_jwt`; at most one active key per purpose.
+    pub purpose: String,
+    /// The private key, PKCS#8 DER.
+    pub private_key_der: Vec<u8>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for SigningKeyRecord {
+    /// Never prints the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRecord")
+            .field("kid", &self.kid)
+            .field("purpose", &self.purpose)
+            .field("private_key_der", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// A refresh token as stored: never the token, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenRecord {
+    /// Lower-case hex SHA-256 of the whole token.
+    pub token_sha256: String,
+    /// The login this token descends from; every rotation stays in the family.
+    pub family_id: String,
+    pub username: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; the end of the family's login (rotation does not extend it).
+    pub expires_at: i64,
+    /// When the token was exchanged (it is then spent).
+    pub used_at: Option<i64>,
+    /// When the token's family was revoked.
+    pub revoked_at: Option<i64>,
 }

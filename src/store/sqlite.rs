@@ -22,8 +22,8 @@ use sqlx::sqlite::{
 };
 
 use super::{
-    ApiKeyRecord, Change, OwnerRef, ServiceAccountRecord, Store, StoreError, StoreResult,
-    UserRecord,
+    ApiKeyRecord, Change, OwnerRef, RefreshTokenRecord, ServiceAccountRecord, SigningKeyRecord,
+    Store, StoreError, StoreResult, UserRecord,
 };
 use crate::domain::PrincipalKind;
 
@@ -40,11 +40,18 @@ const MIGRATION_ATTEMPTS: u32 = 3;
 /// The migrations, embedded in the binary: `(version, description, sql)`, in order.
 /// Files follow sqlx's `<version>_<description>.sql` naming, so the recorded checksums are the
 /// same as `sqlx::migrate!("./migrations/sqlite")` would record.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "local_login",
+        include_str!("../../migrations/sqlite/0002_local_login.sql"),
+    ),
+];
 
 /// Starts a write transaction holding the write lock from its first statement.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
@@ -233,6 +240,54 @@ const SERVICE_ACCOUNT_COLUMNS: &str = "SELECT name, role, attributes, daily_imag
      disabled, created_at FROM service_accounts";
 const KEY_COLUMNS: &str = "SELECT id, name, owner_kind, owner, secret_sha256, scopes, \
      daily_images, created_at, expires_at, revoked_at FROM api_keys";
+
+const SIGNING_KEY_COLUMNS: &str = "SELECT kid, purpose, private_key, created_at FROM signing_keys";
+const REFRESH_TOKEN_COLUMNS: &str = "SELECT token_sha256, family_id, username, created_at, \
+     expires_at, used_at, revoked_at FROM refresh_tokens";
+
+fn signing_key_from_row(row: &SqliteRow) -> StoreResult<SigningKeyRecord> {
+    Ok(SigningKeyRecord {
+        kid: row.try_get("kid")?,
+        purpose: row.try_get("purpose")?,
+        private_key_der: row.try_get("private_key")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn refresh_token_from_row(row: &SqliteRow) -> StoreResult<RefreshTokenRecord> {
+    Ok(RefreshTokenRecord {
+        token_sha256: row.try_get("token_sha256")?,
+        family_id: row.try_get("family_id")?,
+        username: row.try_get("username")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        used_at: row.try_get("used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// Revokes the not yet revoked tokens matching `filter` (`family_id = $2` or
+/// `username = $2`) inside the caller's transaction, recording one change per family touched.
+async fn revoke_refresh_where(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    filter: &'static str,
+    value: &str,
+    now: i64,
+) -> StoreResult<u64> {
+    let families: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "UPDATE refresh_tokens SET revoked_at = $1 WHERE {filter} = $2 AND revoked_at IS NULL \
+         RETURNING family_id"
+    )))
+    .bind(now)
+    .bind(value)
+    .fetch_all(&mut **tx)
+    .await?;
+    let touched: std::collections::BTreeSet<&str> = families.iter().map(String::as_str).collect();
+    for family in touched {
+        record_change(tx, "refresh_token", family, now).await?;
+    }
+    Ok(families.len() as u64)
+}
 
 /// Appends one entry to the change feed inside the caller's transaction.
 async fn record_change(
@@ -456,6 +511,126 @@ impl Store for SqliteStore {
         record_change(&mut tx, "key", id, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn get_or_create_signing_key(
+        &self,
+        purpose: &str,
+        generate: &(dyn Fn() -> (String, Vec<u8>) + Send + Sync),
+    ) -> StoreResult<SigningKeyRecord> {
+        let sql = format!("{SIGNING_KEY_COLUMNS} WHERE purpose = $1 AND retired_at IS NULL");
+        let existing = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(purpose)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = existing {
+            return signing_key_from_row(&row);
+        }
+        let (kid, private_key_der) = generate();
+        let at = now();
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        // Another process may have stored its key since the read above: the unique index on
+        // the active key per purpose makes this insert a no-op then, and everyone reads the
+        // first key stored.
+        let inserted = sqlx::query(
+            "INSERT INTO signing_keys (kid, purpose, private_key, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&kid)
+        .bind(purpose)
+        .bind(&private_key_der)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted > 0 {
+            record_change(&mut tx, "signing_key", &kid, at).await?;
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(purpose)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        signing_key_from_row(&row)
+    }
+
+    async fn create_refresh_token(&self, token: &RefreshTokenRecord) -> StoreResult<()> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        let family_revoked: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM refresh_tokens \
+             WHERE family_id = $1 AND revoked_at IS NOT NULL)",
+        )
+        .bind(&token.family_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if family_revoked {
+            return Err(StoreError::Conflict(format!(
+                "revoked refresh token family `{}`",
+                token.family_id
+            )));
+        }
+        sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
+            .bind(token.created_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_sha256, family_id, username, created_at, \
+             expires_at, used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&token.token_sha256)
+        .bind(&token.family_id)
+        .bind(&token.username)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .bind(token.used_at)
+        .bind(token.revoked_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, || "refresh token".to_string()))?;
+        record_change(&mut tx, "refresh_token", &token.family_id, token.created_at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn use_refresh_token(
+        &self,
+        token_sha256: &str,
+        now: i64,
+    ) -> StoreResult<Option<RefreshTokenRecord>> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        let sql = format!("{REFRESH_TOKEN_COLUMNS} WHERE token_sha256 = $1");
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(token_sha256)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let before = refresh_token_from_row(&row)?;
+        if before.used_at.is_none() && before.revoked_at.is_none() && before.expires_at > now {
+            sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_sha256 = $2")
+                .bind(now)
+                .bind(token_sha256)
+                .execute(&mut *tx)
+                .await?;
+            record_change(&mut tx, "refresh_token", &before.family_id, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(before))
+    }
+
+    async fn revoke_refresh_family(&self, family_id: &str, now: i64) -> StoreResult<u64> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        let revoked = revoke_refresh_where(&mut tx, "family_id", family_id, now).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn revoke_refresh_tokens_for_user(&self, username: &str, now: i64) -> StoreResult<u64> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        let revoked = revoke_refresh_where(&mut tx, "username", username, now).await?;
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     async fn latest_change(&self) -> StoreResult<i64> {
@@ -884,5 +1059,199 @@ mod tests {
             .expect("tamper");
         let err = store.get_user("alice").await.expect_err("corrupt");
         assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    }
+
+    fn refresh(hash: &str, family: &str, username: &str, created_at: i64) -> RefreshTokenRecord {
+        RefreshTokenRecord {
+            token_sha256: hash.into(),
+            family_id: family.into(),
+            username: username.into(),
+            created_at,
+            expires_at: created_at + 1_000,
+            used_at: None,
+            revoked_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn signing_key_is_created_once_even_by_racing_processes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = url_for(&dir, "?mode=rwc");
+        let a = SqliteStore::connect(&url).await.expect("first handle");
+        let b = SqliteStore::connect(&url).await.expect("second handle");
+        let gen_a = || ("kid-a".to_string(), vec![1u8; 48]);
+        let gen_b = || ("kid-b".to_string(), vec![2u8; 48]);
+        let (ka, kb) = tokio::join!(
+            a.get_or_create_signing_key("local_jwt", &gen_a),
+            b.get_or_create_signing_key("local_jwt", &gen_b)
+        );
+        let (ka, kb) = (ka.expect("a"), kb.expect("b"));
+        assert_eq!(ka, kb, "both processes use the key stored first");
+        assert!(ka.kid == "kid-a" || ka.kid == "kid-b");
+        assert_eq!(ka.purpose, "local_jwt");
+        assert!(!format!("{ka:?}").contains("[1, 1"), "Debug hides the key");
+
+        // Later calls never generate again; another purpose gets its own key.
+        let never = || -> (String, Vec<u8>) { panic!("must not generate") };
+        assert_eq!(
+            a.get_or_create_signing_key("local_jwt", &never)
+                .await
+                .expect("again"),
+            ka
+        );
+        let audit = a
+            .get_or_create_signing_key("audit_checkpoint", &|| ("kid-c".into(), vec![3u8; 48]))
+            .await
+            .expect("other purpose");
+        assert_eq!(audit.private_key_der, vec![3u8; 48]);
+
+        let created: Vec<_> = a
+            .changes_since(0, 100)
+            .await
+            .expect("feed")
+            .into_iter()
+            .map(|c| (c.entity, c.id))
+            .collect();
+        assert_eq!(
+            created,
+            [
+                ("signing_key".to_string(), ka.kid.clone()),
+                ("signing_key".to_string(), "kid-c".to_string())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_are_spent_once_and_revocable() {
+        let (_dir, store) = open_store().await;
+        let t1 = refresh("h1", "fam1", "alice", 100);
+        store.create_refresh_token(&t1).await.expect("create");
+        let err = store.create_refresh_token(&t1).await.expect_err("dup");
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+
+        // First use spends it and reports it as it was; the second use reports the spend.
+        let first = store.use_refresh_token("h1", 150).await.expect("use");
+        assert_eq!(first, Some(t1.clone()));
+        let second = store
+            .use_refresh_token("h1", 160)
+            .await
+            .expect("reuse")
+            .expect("known");
+        assert_eq!(second.used_at, Some(150), "first use time kept");
+        assert_eq!(
+            store.use_refresh_token("nope", 160).await.expect("unknown"),
+            None
+        );
+
+        // The successor joins the family; revoking the family revokes both.
+        store
+            .create_refresh_token(&refresh("h2", "fam1", "alice", 150))
+            .await
+            .expect("successor");
+        assert_eq!(
+            store
+                .revoke_refresh_family("fam1", 170)
+                .await
+                .expect("revoke"),
+            2
+        );
+        assert_eq!(
+            store
+                .revoke_refresh_family("fam1", 180)
+                .await
+                .expect("again"),
+            0
+        );
+        let h2 = store
+            .use_refresh_token("h2", 175)
+            .await
+            .expect("use revoked")
+            .expect("known");
+        assert_eq!(h2.revoked_at, Some(170));
+        assert_eq!(h2.used_at, None);
+        let h2 = store
+            .use_refresh_token("h2", 176)
+            .await
+            .expect("use")
+            .expect("known");
+        assert_eq!(h2.used_at, None, "a revoked token is not spent");
+
+        // A rotation that lost the race with a revocation is refused.
+        let err = store
+            .create_refresh_token(&refresh("h3", "fam1", "alice", 180))
+            .await
+            .expect_err("revoked family");
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+
+        // Expired tokens are not spent, and are dropped when a later token is created.
+        store
+            .create_refresh_token(&refresh("old", "fam2", "bob", 200))
+            .await
+            .expect("create");
+        let old = store
+            .use_refresh_token("old", 1_200)
+            .await
+            .expect("use")
+            .expect("known");
+        assert_eq!(old.used_at, None);
+        store
+            .create_refresh_token(&refresh("new", "fam3", "bob", 1_300))
+            .await
+            .expect("create");
+        assert_eq!(
+            store.use_refresh_token("old", 1_300).await.expect("use"),
+            None
+        );
+
+        // Revoking a user's tokens covers all their families and nobody else's.
+        store
+            .create_refresh_token(&refresh("c1", "fam4", "carol", 1_300))
+            .await
+            .expect("create");
+        store
+            .create_refresh_token(&refresh("b2", "fam5", "bob", 1_300))
+            .await
+            .expect("create");
+        assert_eq!(
+            store
+                .revoke_refresh_tokens_for_user("bob", 1_400)
+                .await
+                .expect("revoke"),
+            2
+        );
+        let carol = store
+            .use_refresh_token("c1", 1_401)
+            .await
+            .expect("use")
+            .expect("known");
+        assert_eq!(carol.revoked_at, None);
+
+        let feed: Vec<(String, String)> = store
+            .changes_since(0, 100)
+            .await
+            .expect("feed")
+            .into_iter()
+            .map(|c| (c.entity, c.id))
+            .collect();
+        let ids: Vec<&str> = feed
+            .iter()
+            .inspect(|(entity, _)| assert_eq!(entity, "refresh_token"))
+            .map(|(_, id)| id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "fam1", // create h1
+                "fam1", // use h1
+                "fam1", // create h2
+                "fam1", // revoke family (one entry per family)
+                "fam2", // create old
+                "fam3", // create new
+                "fam4", // create c1
+                "fam5", // create b2
+                "fam3", // revoke bob: fam3 and fam5
+                "fam5", "fam4", // use c1
+            ]
+        );
     }
 }

@@ -205,16 +205,12 @@ impl Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExp {
         value: &Arc<VerifiedToken>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        let left = value.expires_at.saturating_sub(unix_now()).max(0);
-        Some(Duration::from_secs(left as u64).min(MAX_CACHE_TTL))
+        let exp = UNIX_EPOCH + Duration::from_secs(value.expires_at.max(0) as u64);
+        let left = exp
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        Some(left.min(MAX_CACHE_TTL))
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl JwtVerifier {
