@@ -15,10 +15,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::authorizer::Authorizer;
+use crate::authorizer::{Authorizer, AuthorizerParts};
 use crate::cli::{Cli, Command, PolicyCommand};
 use crate::commands::CliContext;
 use crate::config::{self, ServerConfig};
+use crate::identity::jwt::JwtVerifier;
 use crate::policy::Policy;
 use crate::protocol::{CheckService, UpstreamCredential};
 use crate::store::{self, DynStore};
@@ -118,7 +119,6 @@ pub struct Shared {
 
 async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     for (name, set) in [
-        ("identity.jwt", cfg.identity.jwt.is_some()),
         ("identity.oidc", cfg.identity.oidc.is_some()),
         ("identity.local_users", cfg.identity.local_users.is_some()),
         ("scim", cfg.scim.is_some()),
@@ -134,12 +134,14 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     let policy = load_policy(&policy_path)?;
     let store = open_store(&cfg).await?;
     let upstream = upstream_credential(&cfg)?;
-    let authorizer = Arc::new(Authorizer::new(
+    let jwt = token_verifier(&cfg)?;
+    let authorizer = Arc::new(Authorizer::new(AuthorizerParts {
         policy,
-        store.clone(),
-        cfg.identity.api_keys.headers.clone(),
-        Duration::from_secs(cfg.identity.api_keys.cache_ttl_secs.max(1)),
-    ));
+        store: store.clone(),
+        key_headers: cfg.identity.api_keys.headers.clone(),
+        cache_ttl: Duration::from_secs(cfg.identity.api_keys.cache_ttl_secs.max(1)),
+        jwt: jwt.clone(),
+    }));
     let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {
         authorizer: authorizer.clone(),
@@ -203,6 +205,18 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     reload.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often cached JWKS are refreshed in the background (unknown `kid`s refetch sooner).
+const JWKS_REFRESH: Duration = Duration::from_secs(300);
+
+fn token_verifier(cfg: &ServerConfig) -> anyhow::Result<Option<Arc<JwtVerifier>>> {
+    if cfg.identity.jwt.is_empty() {
+        return Ok(None);
+    }
+    let verifier = Arc::new(JwtVerifier::new(cfg.identity.jwt.clone()).context("identity.jwt")?);
+    verifier.spawn_refresh(JWKS_REFRESH);
+    Ok(Some(verifier))
 }
 
 async fn wait_for_signal() {

@@ -6,31 +6,46 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::domain::{Allow, Denial, DenyKind, Request};
-use crate::identity::{Credential, KeyAuthenticator, find_credential, unauthenticated};
+use crate::domain::{Allow, Denial, DenyKind, Principal, Request};
+use crate::identity::jwt::JwtVerifier;
+use crate::identity::{
+    Credential, KeyAuthenticator, UserDirectory, find_credential, principal_from_token,
+    unauthenticated,
+};
 use crate::inference::{self, InferenceError};
 use crate::policy::{self, Policy};
-use crate::store::DynStore;
+use crate::store::{Change, DynStore};
 
 /// Decides Checks against the current policy and the store.
 pub struct Authorizer {
     policy: ArcSwap<Policy>,
     keys: KeyAuthenticator,
+    users: UserDirectory,
+    jwt: Option<Arc<JwtVerifier>>,
     key_headers: Vec<String>,
+}
+
+/// What an [`Authorizer`] is built from.
+pub struct AuthorizerParts {
+    pub policy: Policy,
+    pub store: DynStore,
+    /// Headers an API key may arrive in (besides `Authorization: Bearer`).
+    pub key_headers: Vec<String>,
+    /// How long store lookups stay cached without a change-feed event.
+    pub cache_ttl: Duration,
+    /// Bearer-token verification, when any issuer is configured.
+    pub jwt: Option<Arc<JwtVerifier>>,
 }
 
 impl Authorizer {
     /// An authorizer with an initial policy.
-    pub fn new(
-        policy: Policy,
-        store: DynStore,
-        key_headers: Vec<String>,
-        key_cache_ttl: Duration,
-    ) -> Self {
+    pub fn new(parts: AuthorizerParts) -> Self {
         Authorizer {
-            policy: ArcSwap::from_pointee(policy),
-            keys: KeyAuthenticator::new(store, key_cache_ttl),
-            key_headers,
+            policy: ArcSwap::from_pointee(parts.policy),
+            keys: KeyAuthenticator::new(parts.store.clone(), parts.cache_ttl),
+            users: UserDirectory::new(parts.store, parts.cache_ttl),
+            jwt: parts.jwt,
+            key_headers: parts.key_headers,
         }
     }
 
@@ -44,9 +59,29 @@ impl Authorizer {
         self.policy.store(Arc::new(policy));
     }
 
-    /// The key authenticator, for cache invalidation by the change feed.
+    /// The key authenticator.
     pub fn keys(&self) -> &KeyAuthenticator {
         &self.keys
+    }
+
+    /// Drops what the store's change feed says has changed.
+    pub async fn apply_change(&self, change: &Change) {
+        match change.entity.as_str() {
+            "key" => self.keys.invalidate_key(&change.id).await,
+            "user" => {
+                self.users.invalidate(&change.id).await;
+                // Keys carry their owner's state.
+                self.keys.invalidate_all();
+            }
+            "service_account" => self.keys.invalidate_all(),
+            _ => {}
+        }
+    }
+
+    /// Drops every cached store lookup (the change feed was lost or restarted).
+    pub fn flush_caches(&self) {
+        self.keys.invalidate_all();
+        self.users.invalidate_all();
     }
 
     /// Headers that may carry a caller's credential (removed before the upstream).
@@ -72,11 +107,8 @@ impl Authorizer {
             Some(Credential::ApiKey { text, .. }) => {
                 self.keys.authenticate(text, &policy, now).await?
             }
-            Some(Credential::Bearer { .. }) => {
-                return Err(unauthenticated(
-                    "invalid_token",
-                    "bearer tokens are not accepted: no JWT issuer is configured",
-                ));
+            Some(Credential::Bearer { token }) => {
+                self.authenticate_token(token, &policy, now).await?
             }
         };
 
@@ -100,6 +132,32 @@ impl Authorizer {
             extra_headers: Vec::new(),
             policy_version: policy.version.clone(),
         })
+    }
+}
+
+impl Authorizer {
+    async fn authenticate_token(
+        &self,
+        token: &str,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<Principal, Denial> {
+        let Some(jwt) = &self.jwt else {
+            return Err(unauthenticated(
+                "invalid_token",
+                "bearer tokens are not accepted: no token issuer is configured",
+            ));
+        };
+        let verified = jwt.verify(token, now).await.map_err(|e| e.to_denial())?;
+        let user = self.users.get(&verified.subject).await.map_err(|e| {
+            tracing::error!(error = %e, "store lookup for a token's user failed");
+            Denial::new(
+                DenyKind::Unavailable,
+                "store_unavailable",
+                "the user store is unreachable; try again",
+            )
+        })?;
+        principal_from_token(&verified, user.as_deref(), policy)
     }
 }
 

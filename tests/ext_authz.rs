@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Request as AttrRequest,
 };
-use inferguard::authorizer::Authorizer;
+use inferguard::authorizer::{Authorizer, AuthorizerParts};
 use inferguard::config::compile_policy;
 use inferguard::domain::PrincipalKind;
 use inferguard::identity::api_key;
@@ -57,12 +57,13 @@ async fn fixture() -> Fixture {
         .unwrap();
     let key = new_key(&store, 3600).await;
     let policy = compile_policy(Path::new("policy.yaml"), POLICY).unwrap();
-    let authorizer = Arc::new(Authorizer::new(
+    let authorizer = Arc::new(Authorizer::new(AuthorizerParts {
         policy,
-        store.clone(),
-        vec!["x-api-key".into()],
-        Duration::from_secs(60),
-    ));
+        store: store.clone(),
+        key_headers: vec!["x-api-key".into()],
+        cache_ttl: Duration::from_secs(60),
+        jwt: None,
+    }));
     let upstream = UpstreamCredential {
         header: "x-api-key".into(),
         value: Some("upstream-secret".into()),

@@ -30,13 +30,13 @@ pub async fn follow_changes(
             _ = ticker.tick() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let keys = shared.authorizer.keys();
+        let authorizer = &shared.authorizer;
         let Some(after) = last else {
             match shared.store.latest_change().await {
                 Ok(seq) => {
                     last = Some(seq);
                     // Anything cached before we knew where the feed stood may be stale.
-                    keys.invalidate_all();
+                    authorizer.flush_caches();
                     shared.store_healthy.store(true, Ordering::SeqCst);
                 }
                 Err(e) => mark_unhealthy(&shared, &e.to_string()),
@@ -48,16 +48,9 @@ pub async fn follow_changes(
                 if !shared.store_healthy.swap(true, Ordering::SeqCst) {
                     tracing::info!("store reachable again");
                 }
-                let mut flush_all = false;
                 for c in &changes {
-                    match c.entity.as_str() {
-                        "key" => keys.invalidate_key(&c.id).await,
-                        _ => flush_all = true,
-                    }
+                    authorizer.apply_change(c).await;
                     last = Some(c.seq);
-                }
-                if flush_all {
-                    keys.invalidate_all();
                 }
                 if changes.len() as i64 == FEED_BATCH {
                     ticker.reset_immediately();

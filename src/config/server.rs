@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::config::ConfigError;
+use crate::identity::jwt::JwtIssuerConfig;
 
 /// The whole of `inferguard.yaml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -97,8 +98,8 @@ impl Default for UpstreamConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityConfig {
     pub api_keys: ApiKeysConfig,
-    /// JWT issuers (issue 3); parsed to keep configs valid, refused at start until supported.
-    pub jwt: Option<serde_yaml::Value>,
+    /// Trusted JWT issuers (keys by OIDC discovery or `jwks_url`).
+    pub jwt: Vec<JwtIssuerConfig>,
     pub oidc: Option<serde_yaml::Value>,
     pub local_users: Option<serde_yaml::Value>,
 }

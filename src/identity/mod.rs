@@ -5,9 +5,12 @@ mod cache;
 mod credential;
 pub mod jwt;
 mod keys;
+pub mod local;
+mod users;
 
 pub use credential::{Credential, find_credential};
 pub use keys::{KeyAuthenticator, KeyGrant};
+pub use users::{UserDirectory, principal_from_token};
 
 use crate::domain::{Denial, DenyKind};
 

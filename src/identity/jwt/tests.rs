@@ -689,7 +689,14 @@ async fn unreachable_idp_fails_fast() {
             now(),
         )
         .await;
-    assert!(matches!(err, Err(JwtError::IdpUnavailable(_))), "{err:?}");
+    let Err(JwtError::IdpUnavailable(detail)) = err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        detail.contains("openid-configuration") && detail.contains("onnect"),
+        "{detail}"
+    );
+    eprintln!("DETAIL {detail}");
     assert!(started.elapsed() < Duration::from_secs(6));
 }
 

@@ -205,10 +205,11 @@ impl Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExp {
         value: &Arc<VerifiedToken>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        let exp = UNIX_EPOCH + Duration::from_secs(value.expires_at.max(0) as u64);
-        let left = exp
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
+        let exp = UNIX_EPOCH.checked_add(Duration::from_secs(value.expires_at.max(0) as u64));
+        let left = exp.map_or(MAX_CACHE_TTL, |exp| {
+            exp.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        });
         Some(left.min(MAX_CACHE_TTL))
     }
 }
@@ -220,7 +221,7 @@ impl JwtVerifier {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(super::jwks::redirect_policy())
             .user_agent(concat!("inferguard/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| JwtConfigError::HttpClient(e.to_string()))?;

@@ -99,7 +99,9 @@ impl LocalUsersConfig {
         }
         for aud in &self.audiences {
             if aud.is_empty() || aud.trim() != aud {
-                return bad(format!("audience `{aud}` is empty or has surrounding spaces"));
+                return bad(format!(
+                    "audience `{aud}` is empty or has surrounding spaces"
+                ));
             }
             if aud == ASSERTION_AUDIENCE {
                 return bad(format!(

@@ -135,11 +135,15 @@ impl LocalIssuer {
             key,
         };
         // Sign once now, so that signing can be relied on later.
-        jsonwebtoken::encode(&issuer.header(), &serde_json::json!({}), &issuer.key.encoding)
-            .map_err(|e| LocalError::StoredKey {
-                kid: issuer.key.kid.clone(),
-                reason: format!("cannot sign with it: {e}"),
-            })?;
+        jsonwebtoken::encode(
+            &issuer.header(),
+            &serde_json::json!({}),
+            &issuer.key.encoding,
+        )
+        .map_err(|e| LocalError::StoredKey {
+            kid: issuer.key.kid.clone(),
+            reason: format!("cannot sign with it: {e}"),
+        })?;
         Ok(issuer)
     }
 

@@ -61,7 +61,9 @@ impl LoginLimiter {
         let inner = &mut *inner;
         let mut retry_after = 0;
         if let Some(username) = username
-            && let Some(wait) = inner.usernames.blocked(username, USERNAME_FAILURE_LIMIT, now)
+            && let Some(wait) = inner
+                .usernames
+                .blocked(username, USERNAME_FAILURE_LIMIT, now)
         {
             retry_after = wait;
         }
@@ -129,7 +131,10 @@ impl Failures {
             });
             self.sweep_at = (self.by_key.len() * 2).max(SWEEP_ABOVE);
         }
-        self.by_key.entry(key.to_string()).or_default().push_back(now);
+        self.by_key
+            .entry(key.to_string())
+            .or_default()
+            .push_back(now);
     }
 
     fn unrecord(&mut self, key: &str, at: i64) {
