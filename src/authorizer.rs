@@ -16,6 +16,10 @@ use crate::inference::{self, InferenceError};
 use crate::policy::{self, Policy};
 use crate::store::{Change, DynStore};
 
+/// The most header bytes a request may carry, as Envoy's shipped `max_request_headers_kb`
+/// allows; larger requests can only come from callers that bypass Envoy.
+pub const MAX_HEADER_BYTES: usize = 96 * 1024;
+
 /// Decides Checks against the current policy and the store.
 pub struct Authorizer {
     policy: ArcSwap<Policy>,
@@ -96,6 +100,15 @@ impl Authorizer {
     pub async fn check(&self, req: &Request) -> Result<Allow, Denial> {
         let policy = self.policy.load_full();
         let now = chrono::Utc::now().timestamp();
+
+        let header_bytes: usize = req.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            return Err(Denial::new(
+                DenyKind::BadRequest,
+                "headers_too_large",
+                format!("the request headers exceed {} KiB", MAX_HEADER_BYTES / 1024),
+            ));
+        }
 
         let principal = match find_credential(req, &self.key_headers)? {
             None => {

@@ -352,9 +352,15 @@ async fn hostile_input_is_refused_cleanly() {
     assert_eq!(status, 400);
 
     let huge = "a".repeat(10 * 1024 * 1024);
-    let (status, _) =
+    let (status, body) =
         denied(&check(&f, http_check("POST", T2I, &[("x-api-key", &huge)], b"{}")).await);
-    assert_eq!(status, 401);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("headers_too_large"))
+    );
+    let with_key = [("x-api-key", f.key.as_str()), ("x-big", huge.as_str())];
+    let (status, _) = denied(&check(&f, http_check("POST", T2I, &with_key, b"{}")).await);
+    assert_eq!(status, 400, "a valid key does not excuse oversized headers");
 
     let (status, _) = denied(
         &check(

@@ -696,7 +696,6 @@ async fn unreachable_idp_fails_fast() {
         detail.contains("openid-configuration") && detail.contains("onnect"),
         "{detail}"
     );
-    eprintln!("DETAIL {detail}");
     assert!(started.elapsed() < Duration::from_secs(6));
 }
 
