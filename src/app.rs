@@ -19,7 +19,8 @@ use crate::authorizer::{Authorizer, AuthorizerParts};
 use crate::cli::{Cli, Command, PolicyCommand};
 use crate::commands::CliContext;
 use crate::config::{self, ServerConfig};
-use crate::identity::jwt::JwtVerifier;
+use crate::identity::jwt::{JwtIssuerConfig, JwtVerifier};
+use crate::identity::local::{LocalIssuer, TokenEndpoint};
 use crate::policy::Policy;
 use crate::protocol::{CheckService, UpstreamCredential};
 use crate::store::{self, DynStore};
@@ -120,7 +121,6 @@ pub struct Shared {
 async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     for (name, set) in [
         ("identity.oidc", cfg.identity.oidc.is_some()),
-        ("identity.local_users", cfg.identity.local_users.is_some()),
         ("scim", cfg.scim.is_some()),
     ] {
         if set {
@@ -134,13 +134,29 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     let policy = load_policy(&policy_path)?;
     let store = open_store(&cfg).await?;
     let upstream = upstream_credential(&cfg)?;
-    let jwt = token_verifier(&cfg)?;
+    let local = &cfg.identity.local_users;
+    let issuer = Arc::new(
+        LocalIssuer::load(local, store.clone(), &cfg.base_dir)
+            .await
+            .context("loading inferguard's signing key (identity.local_users)")?,
+    );
+    let token_endpoint = if local.enabled {
+        Some(Arc::new(TokenEndpoint::new(
+            local,
+            issuer.clone(),
+            store.clone(),
+        )?))
+    } else {
+        None
+    };
+    let jwt = token_verifier(&cfg, local.enabled.then_some(&*issuer))?;
     let authorizer = Arc::new(Authorizer::new(AuthorizerParts {
         policy,
         store: store.clone(),
         key_headers: cfg.identity.api_keys.headers.clone(),
         cache_ttl: Duration::from_secs(cfg.identity.api_keys.cache_ttl_secs.max(1)),
         jwt: jwt.clone(),
+        assertions: Some(issuer.clone()),
     }));
     let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {
@@ -185,7 +201,17 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(TcpListenerStream::new(ext_listener), async move {
             let _ = grpc_shutdown.wait_for(|s| *s).await;
         });
-    let http = http::serve(http_listener, shared.clone(), shutdown_rx.clone());
+    let http = http::serve(
+        http_listener,
+        http::HttpState {
+            shared: shared.clone(),
+            local: http::LocalLogin {
+                issuer: Some(issuer.clone()),
+                token: token_endpoint,
+            },
+        },
+        shutdown_rx.clone(),
+    );
 
     tracing::info!(ext_authz = %cfg.listen.ext_authz, http = %cfg.listen.http, "inferguard serving");
     let grpc_task = tokio::spawn(grpc);
@@ -210,11 +236,24 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
 /// How often cached JWKS are refreshed in the background (unknown `kid`s refetch sooner).
 const JWKS_REFRESH: Duration = Duration::from_secs(300);
 
-fn token_verifier(cfg: &ServerConfig) -> anyhow::Result<Option<Arc<JwtVerifier>>> {
-    if cfg.identity.jwt.is_empty() {
+fn token_verifier(
+    cfg: &ServerConfig,
+    local: Option<&LocalIssuer>,
+) -> anyhow::Result<Option<Arc<JwtVerifier>>> {
+    if cfg.identity.jwt.is_empty() && local.is_none() {
         return Ok(None);
     }
-    let verifier = Arc::new(JwtVerifier::new(cfg.identity.jwt.clone()).context("identity.jwt")?);
+    let mut verifier = JwtVerifier::new(cfg.identity.jwt.clone()).context("identity.jwt")?;
+    if let Some(local) = local {
+        // inferguard's own access tokens: EdDSA only, keys known locally (no HTTP).
+        let (issuer, audiences) = local.issuer_config();
+        let mut own = JwtIssuerConfig::new(issuer, audiences);
+        own.algorithms = Some(vec!["EdDSA".into()]);
+        verifier
+            .add_static_issuer(own, local.jwks())
+            .context("identity.local_users")?;
+    }
+    let verifier = Arc::new(verifier);
     verifier.spawn_refresh(JWKS_REFRESH);
     Ok(Some(verifier))
 }

@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use crate::domain::{Allow, Denial, DenyKind, Principal, Request};
 use crate::identity::jwt::JwtVerifier;
+use crate::identity::local::LocalIssuer;
 use crate::identity::{
     Credential, KeyAuthenticator, UserDirectory, find_credential, principal_from_token,
     unauthenticated,
@@ -26,6 +27,7 @@ pub struct Authorizer {
     keys: KeyAuthenticator,
     users: UserDirectory,
     jwt: Option<Arc<JwtVerifier>>,
+    assertions: Option<Arc<LocalIssuer>>,
     key_headers: Vec<String>,
 }
 
@@ -39,7 +41,12 @@ pub struct AuthorizerParts {
     pub cache_ttl: Duration,
     /// Bearer-token verification, when any issuer is configured.
     pub jwt: Option<Arc<JwtVerifier>>,
+    /// Signs identity assertions for routes with `assertion: true`.
+    pub assertions: Option<Arc<LocalIssuer>>,
 }
+
+/// The header carrying the signed identity assertion to the upstream.
+pub const ASSERTION_HEADER: &str = "x-inferguard-assertion";
 
 impl Authorizer {
     /// An authorizer with an initial policy.
@@ -49,6 +56,7 @@ impl Authorizer {
             keys: KeyAuthenticator::new(parts.store.clone(), parts.cache_ttl),
             users: UserDirectory::new(parts.store, parts.cache_ttl),
             jwt: parts.jwt,
+            assertions: parts.assertions,
             key_headers: parts.key_headers,
         }
     }
@@ -139,10 +147,23 @@ impl Authorizer {
         let action = inference::understand(route, req).map_err(refusal_for)?;
         policy::decide(&policy, &principal, &action)?;
 
+        let mut extra_headers = Vec::new();
+        if route.assertion {
+            let Some(signer) = &self.assertions else {
+                return Err(Denial::new(
+                    DenyKind::Unavailable,
+                    "assertion_unavailable",
+                    "this route needs a signed identity assertion and no signing key is loaded",
+                ));
+            };
+            let assertion = signer.assertion(&principal, &req.id, now);
+            extra_headers.push((ASSERTION_HEADER.to_string(), assertion));
+        }
+
         Ok(Allow {
             principal,
             action,
-            extra_headers: Vec::new(),
+            extra_headers,
             policy_version: policy.version.clone(),
         })
     }

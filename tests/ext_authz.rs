@@ -15,12 +15,15 @@ use inferguard::authorizer::{Authorizer, AuthorizerParts};
 use inferguard::config::compile_policy;
 use inferguard::domain::PrincipalKind;
 use inferguard::identity::api_key;
+use inferguard::identity::local::{LocalIssuer, LocalUsersConfig};
 use inferguard::protocol::{CheckService, UpstreamCredential};
 use inferguard::store::{ApiKeyRecord, DynStore, OwnerRef, SqliteStore, UserRecord};
 use inferguard::telemetry::Metrics;
 
 const POLICY: &str = r#"
 apis: [fooocus-api, openai]
+routes:
+  - {method: POST, path: /signed/*, permission: generation:create, body: fooocus, assertion: true}
 default_role: viewer
 roles:
   viewer: {permissions: [generation:view]}
@@ -63,6 +66,7 @@ async fn fixture() -> Fixture {
         key_headers: vec!["x-api-key".into()],
         cache_ttl: Duration::from_secs(60),
         jwt: None,
+        assertions: None,
     }));
     let upstream = UpstreamCredential {
         header: "x-api-key".into(),
@@ -372,4 +376,66 @@ async fn hostile_input_is_refused_cleanly() {
     assert_eq!(status, 403);
 
     allowed(&check(&f, http_check("POST", T2I, &[("x-api-key", &f.key)], b"{}")).await);
+}
+
+#[tokio::test]
+async fn assertion_routes_carry_a_signed_identity() {
+    let f = fixture().await;
+    // Without a signing key, an assertion route fails closed.
+    let signed = http_check("POST", "/signed/t2i", &[("x-api-key", &f.key)], b"{}");
+    let (status, _) = denied(&check(&f, signed.clone()).await);
+    assert_eq!(status, 503);
+
+    let issuer = Arc::new(
+        LocalIssuer::load(
+            &LocalUsersConfig::default(),
+            f.store.clone(),
+            Path::new("."),
+        )
+        .await
+        .unwrap(),
+    );
+    let policy = compile_policy(Path::new("policy.yaml"), POLICY).unwrap();
+    let authorizer = Arc::new(Authorizer::new(AuthorizerParts {
+        policy,
+        store: f.store.clone(),
+        key_headers: vec!["x-api-key".into()],
+        cache_ttl: Duration::from_secs(60),
+        jwt: None,
+        assertions: Some(issuer.clone()),
+    }));
+    let upstream = UpstreamCredential {
+        header: "x-api-key".into(),
+        value: None,
+    };
+    let service = CheckService::new(authorizer, upstream, Arc::new(Metrics::new()));
+    let resp = service
+        .check(tonic::Request::new(signed))
+        .await
+        .unwrap()
+        .into_inner();
+    let (set, _) = allowed(&resp);
+    let token = &set["x-inferguard-assertion"];
+
+    let jwks = issuer.jwks();
+    let jwk = &jwks.keys[0];
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["inferguard-upstream"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["role"], "designer_basic");
+    let life = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert!(life <= 60, "assertions live at most a minute, got {life}s");
+
+    // Ordinary routes carry none.
+    let plain = http_check("POST", T2I, &[("x-api-key", &f.key)], b"{}");
+    let resp = service
+        .check(tonic::Request::new(plain))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!allowed(&resp).0.contains_key("x-inferguard-assertion"));
 }

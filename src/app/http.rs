@@ -149,13 +149,15 @@ async fn jwks(State(local): State<LocalLogin>) -> Response {
 fn client_address(peer: SocketAddr, headers: &HeaderMap) -> String {
     let peer_ip = peer.ip().to_canonical();
     if peer_ip.is_loopback()
-        && let Some(first) = headers
+        && let Some(last) = headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            // Envoy (use_remote_address: true) appends the address it saw: the last hop is
+            // the only one a client cannot choose.
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|hop| hop.trim().parse::<IpAddr>().ok())
     {
-        return first.to_canonical().to_string();
+        return last.to_canonical().to_string();
     }
     peer_ip.to_string()
 }
@@ -203,7 +205,7 @@ mod tests {
         let lo6: SocketAddr = "[::1]:5555".parse().expect("addr");
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:5555".parse().expect("addr");
         let remote: SocketAddr = "203.0.113.9:5555".parse().expect("addr");
-        let xff = headers(Some(" 198.51.100.7 , 10.0.0.1"));
+        let xff = headers(Some(" 10.0.0.1 , 198.51.100.7"));
         assert_eq!(client_address(lo, &xff), "198.51.100.7");
         assert_eq!(client_address(lo6, &xff), "198.51.100.7");
         assert_eq!(client_address(mapped, &xff), "198.51.100.7");

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::config::ConfigError;
 use crate::identity::jwt::JwtIssuerConfig;
+use crate::identity::local::LocalUsersConfig;
 
 /// The whole of `inferguard.yaml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -101,7 +102,8 @@ pub struct IdentityConfig {
     /// Trusted JWT issuers (keys by OIDC discovery or `jwks_url`).
     pub jwt: Vec<JwtIssuerConfig>,
     pub oidc: Option<serde_yaml::Value>,
-    pub local_users: Option<serde_yaml::Value>,
+    /// Local users and inferguard's own token issuer (`POST /auth/token`).
+    pub local_users: LocalUsersConfig,
 }
 
 /// API key extraction.
@@ -157,6 +159,13 @@ impl ServerConfig {
             serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(path, &e))?;
         cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let line = |keys: &[&str]| super::locate::line_of(text, keys);
+        if let Err(e) = cfg.identity.local_users.validate() {
+            return Err(ConfigError::new(
+                path,
+                line(&["identity", "local_users"]),
+                e.to_string(),
+            ));
+        }
         if !(cfg.store.url.starts_with("sqlite:")
             || cfg.store.url.starts_with("postgres://")
             || cfg.store.url.starts_with("postgresql://"))

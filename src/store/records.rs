@@ -97,6 +97,7 @@ pub struct RefreshTokenRecord {
     pub token_sha256: String,
     /// The login this token descends from; every rotation stays in the family.
     pub family_id: String,
+    /// The local user the token logs in.
     pub username: String,
     /// Unix seconds.
     pub created_at: i64,

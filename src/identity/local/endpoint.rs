@@ -158,6 +158,17 @@ enum Refusal {
     Disabled,
 }
 
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::UnknownUser => "unknown_user",
+            Refusal::WrongPassword => "wrong_password",
+            Refusal::NoLocalPassword => "no_local_password",
+            Refusal::Disabled => "disabled",
+        }
+    }
+}
+
 impl TokenEndpoint {
     /// The endpoint for `cfg` (its refresh lifetime), signing with `issuer`. Computes the
     /// dummy Argon2 hash once (tens of milliseconds).
@@ -271,13 +282,18 @@ impl TokenEndpoint {
                     Err(e) => self.store_failed(attempt, &e),
                 }
             }
-            (Some(Refusal::UnknownUser), _) => {
+            (Some(Refusal::UnknownUser) | None, _) => {
                 // No name in the log: it may be a password typed into the wrong field.
                 tracing::info!(client, "local login refused: unknown username");
                 TokenResponse::invalid_login()
             }
-            (reason, _) => {
-                tracing::info!(username, client, reason = ?reason, "local login refused");
+            (Some(reason), _) => {
+                tracing::info!(
+                    username,
+                    client,
+                    reason = reason.as_str(),
+                    "local login refused"
+                );
                 TokenResponse::invalid_login()
             }
         }
@@ -340,6 +356,8 @@ impl TokenEndpoint {
             }
             return TokenResponse::invalid_refresh();
         }
+        // The token is spent from here on: should the store fail now, the client must log in
+        // again (a retry with the same token counts as reuse).
         let user = match self.store.get_user(username).await {
             Ok(user) => user,
             Err(e) => return self.store_failed(attempt, &e),

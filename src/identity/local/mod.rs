@@ -29,7 +29,7 @@ pub use config::LocalUsersConfig;
 pub use endpoint::{TokenEndpoint, TokenResponse};
 pub use issuer::{ASSERTION_AUDIENCE, ASSERTION_TTL_SECS, LocalIssuer, SIGNING_KEY_PURPOSE};
 pub use limiter::{
-    ADDRESS_FAILURE_LIMIT, FAILURE_WINDOW_SECS, LoginLimiter, USERNAME_FAILURE_LIMIT,
+    ADDRESS_FAILURE_LIMIT, Attempt, FAILURE_WINDOW_SECS, LoginLimiter, USERNAME_FAILURE_LIMIT,
 };
 
 use std::path::PathBuf;
