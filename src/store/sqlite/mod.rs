@@ -44,12 +44,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "initial",
-        include_str!("../../migrations/sqlite/0001_initial.sql"),
+        include_str!("../../../migrations/sqlite/0001_initial.sql"),
     ),
     (
         2,
         "local_login",
-        include_str!("../../migrations/sqlite/0002_local_login.sql"),
+        include_str!("../../../migrations/sqlite/0002_local_login.sql"),
     ),
 ];
 
