@@ -322,8 +322,14 @@ def raw_http(port: int, method: str, path: str, headers: dict[str, str], body: b
 class Stack:
     """One inferguard serve + one Envoy + one upstream, in one temp dir."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, *, identity: dict | None = None, policy_yaml: str | None = None):
+        """`identity` replaces the `identity:` section of inferguard.yaml (default: API keys in
+        X-API-KEY); `policy_yaml` replaces the policy (default: POLICY_YAML)."""
         self.dir = workdir
+        self.identity = identity if identity is not None else {"api_keys": {"headers": ["x-api-key"]}}
+        self.policy_yaml = policy_yaml if policy_yaml is not None else POLICY_YAML
+        # (title, path) of other logs to attach to a failing test's report (e.g. an IdP's).
+        self.extra_logs: list[tuple[str, Path]] = []
         self.bin = inferguard_bin()
         self.envoy_bin = envoy_bin()
         (self.ext_authz_port, self.http_port, self.admin_port, self.envoy_port, self.envoy_admin_port) = free_ports(5)
@@ -343,7 +349,7 @@ class Stack:
     # --- files
 
     def write_config(self):
-        self.policy.write_text(POLICY_YAML)
+        self.policy.write_text(self.policy_yaml)
         self.config.write_text(
             yaml.safe_dump(
                 {
@@ -354,7 +360,7 @@ class Stack:
                     },
                     "store": {"url": f"sqlite://{self.dir}/inferguard.db?mode=rwc"},
                     "upstream": {"header": "x-api-key", "api_key_env": "FOOOCUS_API_KEY"},
-                    "identity": {"api_keys": {"headers": ["x-api-key"]}},
+                    "identity": self.identity,
                     "policy": {"file": "policy.yaml"},
                 },
                 sort_keys=False,
@@ -563,9 +569,11 @@ class Stack:
 _active_stacks: list[Stack] = []
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Stack:
-    s = Stack(tmp_path_factory.mktemp("stack"))
+@contextlib.contextmanager
+def running_stack(workdir: Path, **kw):
+    """A started Stack (see Stack's arguments), stopped on exit; its logs are attached to the
+    reports of tests that fail while it runs."""
+    s = Stack(workdir, **kw)
     _active_stacks.append(s)
     try:
         s.start()
@@ -573,6 +581,12 @@ def stack(tmp_path_factory) -> Stack:
     finally:
         _active_stacks.remove(s)
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Stack:
+    with running_stack(tmp_path_factory.mktemp("stack")) as s:
+        yield s
 
 
 @pytest.fixture
@@ -619,6 +633,8 @@ def pytest_runtest_makereport(item, call):
         s = _active_stacks[-1]
         report.sections.append(("inferguard serve log", tail(s.serve_log, 40)))
         report.sections.append(("envoy log", tail(s.envoy_log, 20)))
+        for title, path in s.extra_logs:
+            report.sections.append((title, tail(path, 30)))
 
 
 # --------------------------------------------------------------------------------------------
