@@ -10,8 +10,8 @@ use crate::domain::{Allow, Denial, DenyKind, Principal, Request};
 use crate::identity::jwt::JwtVerifier;
 use crate::identity::local::LocalIssuer;
 use crate::identity::{
-    Credential, KeyAuthenticator, UserDirectory, find_credential, principal_from_token,
-    unauthenticated,
+    Credential, KeyAuthenticator, LoginRedirect, SessionAuthenticator, UserDirectory,
+    find_credential, principal_from_token, unauthenticated,
 };
 use crate::inference::{self, InferenceError};
 use crate::policy::{self, Policy};
@@ -28,6 +28,8 @@ pub struct Authorizer {
     users: UserDirectory,
     jwt: Option<Arc<JwtVerifier>>,
     assertions: Option<Arc<LocalIssuer>>,
+    sessions: Option<Arc<dyn SessionAuthenticator>>,
+    login: Option<LoginRedirect>,
     key_headers: Vec<String>,
 }
 
@@ -43,6 +45,10 @@ pub struct AuthorizerParts {
     pub jwt: Option<Arc<JwtVerifier>>,
     /// Signs identity assertions for routes with `assertion: true`.
     pub assertions: Option<Arc<LocalIssuer>>,
+    /// Browser sessions, when SSO is on.
+    pub sessions: Option<Arc<dyn SessionAuthenticator>>,
+    /// Where browsers without a session go, when SSO is on.
+    pub login: Option<LoginRedirect>,
 }
 
 /// The header carrying the signed identity assertion to the upstream.
@@ -57,6 +63,8 @@ impl Authorizer {
             users: UserDirectory::new(parts.store, parts.cache_ttl),
             jwt: parts.jwt,
             assertions: parts.assertions,
+            sessions: parts.sessions,
+            login: parts.login,
             key_headers: parts.key_headers,
         }
     }
@@ -120,10 +128,22 @@ impl Authorizer {
 
         let principal = match find_credential(req, &self.key_headers)? {
             None => {
+                if let Some(redirect) = self.login.as_ref().and_then(|l| l.for_request(req)) {
+                    return Err(redirect);
+                }
                 return Err(unauthenticated(
                     "missing_credential",
                     "no API key, bearer token or session was presented",
                 ));
+            }
+            Some(Credential::Session { id }) => {
+                let Some(sessions) = &self.sessions else {
+                    return Err(unauthenticated(
+                        "invalid_session",
+                        "browser sessions are not enabled",
+                    ));
+                };
+                sessions.authenticate(&id, &policy, now).await?
             }
             Some(Credential::ApiKey { text, .. }) => {
                 self.keys.authenticate(text, &policy, now).await?

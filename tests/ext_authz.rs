@@ -67,6 +67,8 @@ async fn fixture() -> Fixture {
         cache_ttl: Duration::from_secs(60),
         jwt: None,
         assertions: None,
+        sessions: None,
+        login: None,
     }));
     let upstream = UpstreamCredential {
         header: "x-api-key".into(),
@@ -403,6 +405,8 @@ async fn assertion_routes_carry_a_signed_identity() {
         cache_ttl: Duration::from_secs(60),
         jwt: None,
         assertions: Some(issuer.clone()),
+        sessions: None,
+        login: None,
     }));
     let upstream = UpstreamCredential {
         header: "x-api-key".into(),

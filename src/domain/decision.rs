@@ -32,6 +32,8 @@ pub enum DenyKind {
     Unavailable,
     /// The request needs an approver first: 403 with `status: pending_approval`.
     PendingApproval { approval_id: String },
+    /// A browser without a session when SSO is on: 302 to the login page.
+    LoginRedirect { location: String },
 }
 
 /// A refusal with the words the caller sees.

@@ -7,9 +7,22 @@ use crate::identity::{api_key, unauthenticated};
 /// before the upstream).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Credential<'a> {
-    ApiKey { text: &'a str, header: &'a str },
-    Bearer { token: &'a str },
+    ApiKey {
+        text: &'a str,
+        header: &'a str,
+    },
+    Bearer {
+        token: &'a str,
+    },
+    /// A browser session cookie ([`SESSION_COOKIE`]).
+    Session {
+        id: String,
+    },
 }
+
+/// The browser session cookie. The `__Host-` prefix makes browsers accept it only when set
+/// Secure, from the host itself, with `Path=/` and no Domain.
+pub const SESSION_COOKIE: &str = "__Host-inferguard-session";
 
 /// Finds exactly one credential: an API key in one of `key_headers`, or an
 /// `Authorization: Bearer` value (an `fk_` value there is an API key). Two different
@@ -26,6 +39,9 @@ pub fn find_credential<'a>(
                 found = merge(found, Credential::ApiKey { text: v, header: h })?;
             }
         }
+    }
+    if let Some(id) = session_cookie(req)? {
+        found = merge(found, Credential::Session { id })?;
     }
     if let Some(auth) = req.header("authorization") {
         let auth = auth.trim();
@@ -53,6 +69,39 @@ pub fn find_credential<'a>(
         found = merge(found, cred)?;
     }
     Ok(found)
+}
+
+/// The session cookie's value, if present once. Two session cookies (cookie tossing from a
+/// sibling domain) are refused rather than guessed between.
+fn session_cookie(req: &Request) -> Result<Option<String>, Denial> {
+    let Some(header) = req.header("cookie") else {
+        return Ok(None);
+    };
+    let mut found = None;
+    for cookie in cookie::Cookie::split_parse(header).flatten() {
+        if cookie.name() != SESSION_COOKIE {
+            continue;
+        }
+        if found.is_some() {
+            return Err(unauthenticated(
+                "ambiguous_credentials",
+                "the request carries two session cookies",
+            ));
+        }
+        found = Some(cookie.value().to_string());
+    }
+    Ok(found.filter(|v| !v.is_empty()))
+}
+
+/// The `cookie` header without the session cookie (so the upstream never sees it), or `None`
+/// when nothing else is left.
+pub fn cookie_header_without_session(header: &str) -> Option<String> {
+    let rest: Vec<&str> = header
+        .split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split('=').next().map(str::trim) != Some(SESSION_COOKIE))
+        .collect();
+    (!rest.is_empty()).then(|| rest.join("; "))
 }
 
 fn merge<'a>(
@@ -117,6 +166,48 @@ mod tests {
             Some(Credential::Bearer { token: "eyJ.x.y" })
         );
         assert_eq!(find_credential(&req(&[]), &hs).unwrap(), None);
+    }
+
+    #[test]
+    fn finds_the_session_cookie_once() {
+        let hs = vec!["x-api-key".to_string()];
+        let r = req(&[("cookie", "a=1; __Host-inferguard-session=s3cr3t; b=2")]);
+        assert_eq!(
+            find_credential(&r, &hs).unwrap(),
+            Some(Credential::Session {
+                id: "s3cr3t".into()
+            })
+        );
+        let r = req(&[(
+            "cookie",
+            "__Host-inferguard-session=a; __Host-inferguard-session=b",
+        )]);
+        assert_eq!(
+            find_credential(&r, &hs).unwrap_err().error,
+            "ambiguous_credentials"
+        );
+        let r = req(&[
+            ("cookie", "__Host-inferguard-session=a"),
+            ("x-api-key", "fk_x"),
+        ]);
+        assert!(find_credential(&r, &hs).is_err());
+        assert_eq!(
+            find_credential(&req(&[("cookie", "other=1")]), &hs).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn strips_only_the_session_cookie() {
+        assert_eq!(
+            cookie_header_without_session("a=1; __Host-inferguard-session=x; b=2").as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(
+            cookie_header_without_session("__Host-inferguard-session=x"),
+            None
+        );
+        assert_eq!(cookie_header_without_session("a=1").as_deref(), Some("a=1"));
     }
 
     #[test]

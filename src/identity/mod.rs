@@ -6,10 +6,12 @@ mod credential;
 pub mod jwt;
 mod keys;
 pub mod local;
+mod session;
 mod users;
 
-pub use credential::{Credential, find_credential};
+pub use credential::{Credential, SESSION_COOKIE, cookie_header_without_session, find_credential};
 pub use keys::{KeyAuthenticator, KeyGrant};
+pub use session::{LoginRedirect, SessionAuthenticator};
 pub use users::{UserDirectory, principal_from_token};
 
 use crate::domain::{Denial, DenyKind};

@@ -17,6 +17,7 @@ use tonic::{Request as GrpcRequest, Response, Status};
 
 use crate::authorizer::Authorizer;
 use crate::domain::{Allow, Request};
+use crate::identity::{SESSION_COOKIE, cookie_header_without_session};
 use crate::protocol::response::overwrite;
 use crate::protocol::{denial_response, status_for, to_request};
 use crate::telemetry::Metrics;
@@ -120,6 +121,16 @@ impl CheckService {
         if let Some(value) = &self.upstream.value {
             set.push((self.upstream.header.as_str(), value.clone()));
         }
+        // The session cookie is the caller's credential: the upstream never sees it.
+        let mut drop_cookie = false;
+        if let Some(cookies) = req.header("cookie")
+            && cookies.contains(SESSION_COOKIE)
+        {
+            match cookie_header_without_session(cookies) {
+                Some(rest) => set.push(("cookie", rest)),
+                None => drop_cookie = true,
+            }
+        }
 
         let is_set = |name: &str| set.iter().any(|(k, _)| *k == name);
         let mut remove: Vec<String> = req
@@ -134,6 +145,9 @@ impl CheckService {
                 .filter(|h| req.headers.contains_key(*h) && !is_set(h))
                 .map(str::to_string),
         );
+        if drop_cookie {
+            remove.push("cookie".to_string());
+        }
         remove.sort();
         remove.dedup();
 

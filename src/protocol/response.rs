@@ -24,6 +24,7 @@ pub fn status_for(kind: &DenyKind) -> u16 {
         DenyKind::PayloadTooLarge => 413,
         DenyKind::RateLimited { .. } => 429,
         DenyKind::Unavailable => 503,
+        DenyKind::LoginRedirect { .. } => 302,
     }
 }
 
@@ -34,6 +35,7 @@ fn rpc_code_for(kind: &DenyKind) -> i32 {
         DenyKind::BadRequest | DenyKind::PayloadTooLarge => RPC_INVALID_ARGUMENT,
         DenyKind::RateLimited { .. } => RPC_RESOURCE_EXHAUSTED,
         DenyKind::Unavailable => RPC_UNAVAILABLE,
+        DenyKind::LoginRedirect { .. } => RPC_UNAUTHENTICATED,
     }
 }
 
@@ -93,6 +95,9 @@ pub fn denial_response(denial: &Denial, request_id: &str) -> CheckResponse {
             body["approval_id"] = approval_id.clone().into();
         }
         DenyKind::Unavailable => headers.push(overwrite("retry-after", "1")),
+        DenyKind::LoginRedirect { location } => {
+            headers.push(overwrite("location", location.clone()))
+        }
         _ => {}
     }
     CheckResponse {
@@ -147,6 +152,12 @@ mod tests {
                 429,
             ),
             (DenyKind::Unavailable, 503),
+            (
+                DenyKind::LoginRedirect {
+                    location: "/auth/login?rd=%2F".into(),
+                },
+                302,
+            ),
             (
                 DenyKind::PendingApproval {
                     approval_id: "a1".into(),
