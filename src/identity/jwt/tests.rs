@@ -486,18 +486,21 @@ async fn refuses_attacks() {
 #[tokio::test]
 async fn key_rotation_without_restart() {
     let idp = Idp::start(json!({"keys": [jwk(&rsa_a(), Algorithm::RS256, "k1", None)]})).await;
-    let v = verifier(vec![idp.config()]).with_refetch_interval(Duration::from_millis(300));
+    // The interval leaves a wide margin for slow (debug, loaded) machines between the first
+    // fetch and the rate-limited attempt right after it.
+    let v = verifier(vec![idp.config()]).with_refetch_interval(Duration::from_millis(1500));
     let old = sign(Algorithm::RS256, Some("k1"), &claims(&idp.issuer), &rsa_a());
-    v.verify(&old, now()).await.unwrap();
-    assert_eq!(idp.jwks_hits(), 1);
-
-    idp.set_jwks(json!({"keys": [jwk(&rsa_a2(), Algorithm::RS256, "k2", None)]}));
+    // Sign the rotated key's token before the first fetch starts the rate-limit clock.
     let new = sign(
         Algorithm::RS256,
         Some("k2"),
         &claims(&idp.issuer),
         &rsa_a2(),
     );
+    v.verify(&old, now()).await.unwrap();
+    assert_eq!(idp.jwks_hits(), 1);
+
+    idp.set_jwks(json!({"keys": [jwk(&rsa_a2(), Algorithm::RS256, "k2", None)]}));
     // Right after the first fetch the refetch is rate-limited…
     assert_eq!(
         v.verify(&new, now()).await.unwrap_err(),
@@ -505,7 +508,7 @@ async fn key_rotation_without_restart() {
     );
     assert_eq!(idp.jwks_hits(), 1);
     // …and once the interval has passed, the unknown kid brings the new key in.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     let got = v.verify(&new, now()).await.unwrap();
     assert_eq!(got.subject, "alice");
     assert_eq!(idp.jwks_hits(), 2);
@@ -521,6 +524,17 @@ async fn refetch_is_coalesced_and_rate_limited() {
     let idp = Idp::start(jwks_a()).await;
     idp.state.jwks_delay_ms.store(200, Ordering::SeqCst);
     let v = Arc::new(verifier(vec![idp.config()]).with_refetch_interval(Duration::from_secs(2)));
+    // Tokens with random kids, signed up front so signing time never eats into the interval.
+    let mut floods: Vec<Vec<String>> = (0..2)
+        .map(|_| {
+            (0..30)
+                .map(|_| {
+                    let kid = format!("random-{}", rand::random::<u64>());
+                    sign(Algorithm::ES256, Some(&kid), &claims(&idp.issuer), &ec())
+                })
+                .collect()
+        })
+        .collect();
 
     // Many first requests at once share one fetch.
     let mut tasks = tokio::task::JoinSet::new();
@@ -535,17 +549,15 @@ async fn refetch_is_coalesced_and_rate_limited() {
     assert_eq!(idp.jwks_hits(), 1);
 
     // A flood of random kids within the interval fetches nothing.
-    let flood = |v: Arc<JwtVerifier>, n: usize| {
+    let flood = |v: Arc<JwtVerifier>, tokens: Vec<String>| {
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..n {
+        for token in tokens {
             let v = v.clone();
-            let kid = format!("random-{}", rand::random::<u64>());
-            let token = sign(Algorithm::ES256, Some(&kid), &claims(&idp.issuer), &ec());
             tasks.spawn(async move { v.verify(&token, now()).await });
         }
         tasks
     };
-    let mut tasks = flood(v.clone(), 30);
+    let mut tasks = flood(v.clone(), floods.pop().unwrap());
     while let Some(r) = tasks.join_next().await {
         assert_eq!(r.unwrap().unwrap_err(), JwtError::UnknownKey);
     }
@@ -553,7 +565,7 @@ async fn refetch_is_coalesced_and_rate_limited() {
 
     // After the interval, a concurrent flood costs exactly one fetch.
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let mut tasks = flood(v.clone(), 30);
+    let mut tasks = flood(v.clone(), floods.pop().unwrap());
     while let Some(r) = tasks.join_next().await {
         assert_eq!(r.unwrap().unwrap_err(), JwtError::UnknownKey);
     }
