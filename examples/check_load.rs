@@ -7,12 +7,14 @@
 //!
 //! ```json
 //! {"mode":"peak","checks":81234,"seconds":10.0,"checks_per_sec":8123.4,"p50_us":480.1,
-//!  "p90_us":...,"p99_us":...,"max_us":...,"errors":0,"non_ok":0,"target_rate":null,...}
+//!  "p90_us":…,"p99_us":…,"max_us":…,"errors":0,"non_ok":0,"target_rate":null,
+//!  "connections":4,"streams":16,"body_bytes":2284,"client_cpu_pct":93.0}
 //! ```
 //!
 //! Two modes:
 //! - **peak** (no `--rate`): closed loop, every stream sends its next Check as soon as the last
-//!   one is answered, for `--duration` seconds. Latency is send → answer.
+//!   one is answered, for `--duration` seconds (or `--checks N` in all). Latency is
+//!   send → answer.
 //! - **fixed rate** (`--rate R`): open loop, Check number `i` is *scheduled* at
 //!   `start + i / R` by a pacing thread, whether or not earlier ones were answered (at most
 //!   `C × M` in flight; later ones wait). Latency is measured from the scheduled time, so
@@ -32,7 +34,13 @@
 //! ```
 //!
 //! The client runs on as many tokio worker threads as the CPUs it may use (`taskset` narrows
-//! that), or `--threads`.
+//! that), or `--threads`. `client_cpu_pct` is the CPU it used during the measured run, in %
+//! of one CPU: near `100 × threads` the client, not the server, set the pace.
+//!
+//! ```sh
+//! cargo run --release --example check_load -- --target http://127.0.0.1:9191 --key fk_… \
+//!     -c 4 -m 16 -d 10 [--rate 5000] [--warmup 3]
+//! ```
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -153,6 +161,9 @@ struct Args {
     /// Measured seconds.
     #[arg(short = 'd', long, default_value_t = 10.0)]
     duration: f64,
+    /// Peak mode: stop after this many Checks (or `--duration`, whichever comes first).
+    #[arg(short = 'n', long, conflicts_with = "rate")]
+    checks: Option<u64>,
     /// Seconds of unmeasured closed-loop load on the same connections first.
     #[arg(long, default_value_t = 0.0)]
     warmup: f64,
@@ -308,11 +319,12 @@ async fn closed_loop(
     mut client: AuthorizationClient<Channel>,
     req: Arc<CheckRequest>,
     until: Instant,
+    budget: Arc<AtomicU64>,
 ) -> Tally {
     let mut tally = Tally::new();
     loop {
         let sent = Instant::now();
-        if sent >= until {
+        if sent >= until || !take_one(&budget) {
             return tally;
         }
         let result = client.check((*req).clone()).await;
@@ -324,15 +336,37 @@ async fn closed_loop(
     }
 }
 
-/// Peak: C × M closed loops for `seconds`. Returns the tally and the measured wall time.
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat` (Linux;
+/// clock ticks of 1/100 s, the USER_HZ of every Linux architecture this runs on).
+fn own_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Takes one Check from the budget; false once it is spent.
+fn take_one(budget: &AtomicU64) -> bool {
+    budget
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// Peak: C × M closed loops for `seconds`, or until `checks` Checks were sent. Returns the
+/// tally and the measured wall time.
 async fn peak(
     clients: &[AuthorizationClient<Channel>],
     streams: usize,
     req: &Arc<CheckRequest>,
     seconds: f64,
+    checks: Option<u64>,
 ) -> (Tally, f64) {
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(seconds);
+    let budget = Arc::new(AtomicU64::new(checks.unwrap_or(u64::MAX)));
     let mut tasks = Vec::new();
     for client in clients {
         for _ in 0..streams {
@@ -340,6 +374,7 @@ async fn peak(
                 client.clone(),
                 req.clone(),
                 until,
+                budget.clone(),
             )));
         }
     }
@@ -456,7 +491,7 @@ async fn run(args: Args, req: CheckRequest) -> Result<(), Box<dyn std::error::Er
     let req = Arc::new(req);
 
     if args.warmup > 0.0 {
-        let (w, _) = peak(&clients, args.streams, &req, args.warmup).await;
+        let (w, _) = peak(&clients, args.streams, &req, args.warmup, None).await;
         if w.errors > 0 || w.non_ok > 0 {
             eprintln!(
                 "check_load: warm-up saw {} errors, {} non-ok answers",
@@ -465,8 +500,9 @@ async fn run(args: Args, req: CheckRequest) -> Result<(), Box<dyn std::error::Er
         }
     }
 
+    let cpu_before = own_cpu_seconds();
     let (tally, seconds) = match args.rate {
-        None => peak(&clients, args.streams, &req, args.duration).await,
+        None => peak(&clients, args.streams, &req, args.duration, args.checks).await,
         Some(rate) if rate > 0.0 => {
             fixed_rate(
                 &clients,
@@ -480,6 +516,12 @@ async fn run(args: Args, req: CheckRequest) -> Result<(), Box<dyn std::error::Er
         Some(_) => return Err("--rate must be positive".into()),
     };
 
+    // The client shares the machine with the server: a client near 100% of its CPUs measures
+    // itself, not the server.
+    let client_cpu_pct = match (cpu_before, own_cpu_seconds()) {
+        (Some(a), Some(b)) => Some(((b - a) / seconds * 1000.0).round() / 10.0),
+        _ => None,
+    };
     let h = &tally.hist;
     let us = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
     let checks = h.len();
@@ -498,6 +540,7 @@ async fn run(args: Args, req: CheckRequest) -> Result<(), Box<dyn std::error::Er
         "connections": args.connections,
         "streams": args.streams,
         "body_bytes": wire_body().len(),
+        "client_cpu_pct": client_cpu_pct,
     });
     println!("{line}");
     Ok(())

@@ -9,8 +9,11 @@
 //! only in what the Check handler does.
 //!
 //! ```sh
-//! cargo run --release --example noop_check -- 127.0.0.1:9291
+//! cargo run --release --example noop_check -- 127.0.0.1:9291 [--nodelay]
 //! ```
+//!
+//! `--nodelay` sets `TCP_NODELAY` on accepted connections (tonic's `TcpIncoming`), which
+//! inferguard's listener does not do today: it shows what that setting is worth.
 //!
 //! Stops on SIGINT or SIGTERM.
 
@@ -23,6 +26,7 @@ use envoy_types::pb::google::rpc;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 /// inferguard's `MAX_CHECK_MESSAGE_BYTES` (src/protocol/ext_authz.rs), repeated here so the
@@ -54,13 +58,20 @@ impl Authorization for Noop {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9291".to_string())
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let nodelay = args.iter().any(|a| a == "--nodelay");
+    let addr: SocketAddr = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .map_or("127.0.0.1:9291", String::as_str)
         .parse()
-        .map_err(|e| format!("usage: noop_check [ADDR:PORT] ({e})"))?;
+        .map_err(|e| format!("usage: noop_check [ADDR:PORT] [--nodelay] ({e})"))?;
     let listener = TcpListener::bind(addr).await?;
-    eprintln!("noop_check listening on {}", listener.local_addr()?);
+    eprintln!(
+        "noop_check listening on {} (TCP_NODELAY {})",
+        listener.local_addr()?,
+        if nodelay { "on" } else { "off, as inferguard" }
+    );
 
     let mut term = signal(SignalKind::terminate())?;
     let stop = async move {
@@ -69,11 +80,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    tonic::transport::Server::builder()
-        .add_service(
-            AuthorizationServer::new(Noop).max_decoding_message_size(MAX_CHECK_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
-        .await?;
+    let router = tonic::transport::Server::builder().add_service(
+        AuthorizationServer::new(Noop).max_decoding_message_size(MAX_CHECK_MESSAGE_BYTES),
+    );
+    if nodelay {
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        router.serve_with_incoming_shutdown(incoming, stop).await?;
+    } else {
+        // What src/app.rs does: accepted sockets keep Nagle's algorithm on.
+        router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+            .await?;
+    }
     Ok(())
 }

@@ -18,6 +18,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::authorizer::{Authorizer, AuthorizerParts};
 use crate::cli::{Cli, Command, PolicyCommand};
 use crate::commands::CliContext;
+use crate::commands::audit::AuditCommand;
 use crate::config::{self, ServerConfig};
 use crate::identity::jwt::{JwtIssuerConfig, JwtVerifier};
 use crate::identity::local::{LocalIssuer, TokenEndpoint};
@@ -31,6 +32,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Policy(PolicyCommand::Check { files }) = &cli.command {
         return check_files(files);
     }
+    if let Command::Audit(AuditCommand::Verify { files, key }) = &cli.command {
+        return crate::commands::audit::verify(files, key.as_deref());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -41,6 +45,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Users(cmd) => cmd.run(&cli_context(&cfg).await?).await,
             Command::ServiceAccounts(cmd) => cmd.run(&cli_context(&cfg).await?).await,
             Command::Keys(cmd) => cmd.run(&cli_context(&cfg).await?).await,
+            Command::Approvals(cmd) => {
+                let policy = load_policy(&cfg.policy_path())?;
+                cmd.run(&cli_context(&cfg).await?, &policy).await
+            }
+            Command::Audit(cmd) => cmd.run(&cfg, open_store(&cfg).await?).await,
             Command::Policy(_) => unreachable!("handled above"),
         }
     })
@@ -85,9 +94,12 @@ async fn open_store(cfg: &ServerConfig) -> anyhow::Result<DynStore> {
 async fn cli_context(cfg: &ServerConfig) -> anyhow::Result<CliContext> {
     let policy = load_policy(&cfg.policy_path())?;
     let known_roles: BTreeSet<String> = policy.roles.keys().cloned().collect();
+    let store = open_store(cfg).await?;
+    let audit = crate::commands::audit::open_trail(cfg, &store).await?;
     Ok(CliContext {
-        store: open_store(cfg).await?,
+        store,
         known_roles,
+        audit,
     })
 }
 
@@ -157,6 +169,9 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
         cache_ttl: Duration::from_secs(cfg.identity.api_keys.cache_ttl_secs.max(1)),
         jwt: jwt.clone(),
         assertions: Some(issuer.clone()),
+        sessions: None,
+        login: None,
+        quota: cfg.quota.clone(),
     }));
     let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {

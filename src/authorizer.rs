@@ -14,7 +14,7 @@ use crate::identity::{
     find_credential, principal_from_token, unauthenticated,
 };
 use crate::inference::{self, InferenceError};
-use crate::policy::{self, Policy};
+use crate::policy::{self, Policy, QuotaConfig};
 use crate::store::{Change, DynStore};
 
 /// The most header bytes a request may carry, as Envoy's shipped `max_request_headers_kb`
@@ -30,6 +30,8 @@ pub struct Authorizer {
     assertions: Option<Arc<LocalIssuer>>,
     sessions: Option<Arc<dyn SessionAuthenticator>>,
     login: Option<LoginRedirect>,
+    quota: QuotaConfig,
+    store: DynStore,
     key_headers: Vec<String>,
 }
 
@@ -49,6 +51,8 @@ pub struct AuthorizerParts {
     pub sessions: Option<Arc<dyn SessionAuthenticator>>,
     /// Where browsers without a session go, when SSO is on.
     pub login: Option<LoginRedirect>,
+    /// Quota windows.
+    pub quota: QuotaConfig,
 }
 
 /// The header carrying the signed identity assertion to the upstream.
@@ -60,11 +64,13 @@ impl Authorizer {
         Authorizer {
             policy: ArcSwap::from_pointee(parts.policy),
             keys: KeyAuthenticator::new(parts.store.clone(), parts.cache_ttl),
-            users: UserDirectory::new(parts.store, parts.cache_ttl),
+            users: UserDirectory::new(parts.store.clone(), parts.cache_ttl),
             jwt: parts.jwt,
             assertions: parts.assertions,
             sessions: parts.sessions,
             login: parts.login,
+            quota: parts.quota,
+            store: parts.store.clone(),
             key_headers: parts.key_headers,
         }
     }
@@ -115,7 +121,8 @@ impl Authorizer {
     /// Decides one request.
     pub async fn check(&self, req: &Request) -> Result<Allow, Denial> {
         let policy = self.policy.load_full();
-        let now = chrono::Utc::now().timestamp();
+        let now_utc = chrono::Utc::now();
+        let now = now_utc.timestamp();
 
         let header_bytes: usize = req.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
         if header_bytes > MAX_HEADER_BYTES {
@@ -179,6 +186,19 @@ impl Authorizer {
             let assertion = signer.assertion(&principal, &req.id, now);
             extra_headers.push((ASSERTION_HEADER.to_string(), assertion));
         }
+
+        // Quota last: a request refused for any other reason costs nothing.
+        let role = &policy.roles[&principal.role];
+        let grant = policy::quota::enforce(
+            &*self.store,
+            &self.quota,
+            role,
+            &principal,
+            &action,
+            now_utc,
+        )
+        .await?;
+        extra_headers.extend(grant.headers(now_utc));
 
         Ok(Allow {
             principal,

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::approvals::ApprovalsCommand;
+use crate::commands::audit::AuditCommand;
 use crate::commands::keys::KeysCommand;
 use crate::commands::service_accounts::ServiceAccountsCommand;
 use crate::commands::users::UsersCommand;
@@ -39,9 +41,15 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Decide requests held for approval.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// Validate policy and configuration files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Verify audit trails (`audit verify` needs no --config).
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 /// `inferguard policy …`.

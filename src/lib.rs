@@ -5,6 +5,7 @@
 //! by [`authorizer`], with the [`store`] underneath. [`app`] wires it all together.
 
 pub mod app;
+pub mod audit;
 pub mod authorizer;
 pub mod cli;
 pub mod commands;

@@ -69,6 +69,7 @@ async fn fixture() -> Fixture {
         assertions: None,
         sessions: None,
         login: None,
+        quota: Default::default(),
     }));
     let upstream = UpstreamCredential {
         header: "x-api-key".into(),
@@ -407,6 +408,7 @@ async fn assertion_routes_carry_a_signed_identity() {
         assertions: Some(issuer.clone()),
         sessions: None,
         login: None,
+        quota: Default::default(),
     }));
     let upstream = UpstreamCredential {
         header: "x-api-key".into(),

@@ -187,6 +187,19 @@ pub async fn create_key(ctx: &CliContext, req: CreateKey, now: i64) -> anyhow::R
         revoked_at: None,
     };
     ctx.store.create_key(&record).await?;
+    super::audit::record_admin(
+        ctx,
+        "key.create",
+        &format!("key:{}", record.id),
+        serde_json::json!({
+            "name": record.name,
+            "owner": owner_label(&record.owner),
+            "scopes": record.scopes,
+            "expires_at": format_time(record.expires_at),
+            "daily_images": record.daily_images,
+        }),
+    )
+    .await?;
     Ok(CreatedKey {
         full_key: key.full,
         record,
@@ -202,6 +215,13 @@ pub async fn revoke_key(ctx: &CliContext, id: &str, now: i64) -> anyhow::Result<
         return Ok(Some(earlier));
     }
     ctx.store.revoke_key(id, now).await?;
+    super::audit::record_admin(
+        ctx,
+        "key.revoke",
+        &format!("key:{id}"),
+        serde_json::json!({"name": key.name, "owner": owner_label(&key.owner)}),
+    )
+    .await?;
     Ok(None)
 }
 
@@ -529,6 +549,7 @@ mod tests {
         let ctx = CliContext {
             store: store.clone(),
             known_roles: ["viewer"].map(String::from).into(),
+            audit: None,
         };
         let user = |name: &str, disabled| UserRecord {
             username: name.into(),

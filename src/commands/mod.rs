@@ -1,5 +1,7 @@
 //! Administrative CLI commands that work directly on the configured store.
 
+pub mod approvals;
+pub mod audit;
 pub mod keys;
 pub mod service_accounts;
 pub mod users;
@@ -13,4 +15,6 @@ use crate::store::DynStore;
 pub struct CliContext {
     pub store: DynStore,
     pub known_roles: BTreeSet<String>,
+    /// The audit trail admin changes are recorded in (`None`: no `audit.file` configured).
+    pub audit: Option<crate::audit::AuditTrail>,
 }

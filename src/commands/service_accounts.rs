@@ -59,6 +59,18 @@ impl ServiceAccountsCommand {
                     created_at: now(),
                 };
                 ctx.store.create_service_account(&record).await?;
+                super::audit::record_admin(
+                    ctx,
+                    "service_account.create",
+                    &format!("service_account:{}", record.name),
+                    serde_json::json!({
+                        "role": record.role,
+                        "attributes": record.attributes,
+                        "daily_images": record.daily_images,
+                        "daily_tokens": record.daily_tokens,
+                    }),
+                )
+                .await?;
                 eprintln!(
                     "created service account `{}` with role `{}`",
                     record.name, record.role
@@ -223,6 +235,7 @@ mod tests {
         let ctx = CliContext {
             store: store.clone(),
             known_roles: ["viewer"].map(String::from).into(),
+            audit: None,
         };
         let create = |name: &str, role: &str| ServiceAccountsCommand::Create {
             name: name.into(),

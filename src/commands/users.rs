@@ -104,6 +104,18 @@ impl UsersCommand {
                     created_at: now(),
                 };
                 ctx.store.create_user(&record).await?;
+                super::audit::record_admin(
+                    ctx,
+                    "user.create",
+                    &format!("user:{}", record.username),
+                    serde_json::json!({
+                        "role": record.role,
+                        "email": record.email,
+                        "attributes": record.attributes,
+                        "password_set": record.password_hash.is_some(),
+                    }),
+                )
+                .await?;
                 eprintln!(
                     "created user `{}` with role `{}`{}",
                     record.username,
@@ -122,18 +134,40 @@ impl UsersCommand {
             UsersCommand::SetRole { username, role } => {
                 validate_name("username", &username)?;
                 check_role(ctx, &role)?;
+                let previous = ctx.store.get_user(&username).await?.and_then(|u| u.role);
                 ctx.store.set_user_role(&username, &role).await?;
+                super::audit::record_admin(
+                    ctx,
+                    "user.set_role",
+                    &format!("user:{username}"),
+                    serde_json::json!({"role": role, "previous_role": previous}),
+                )
+                .await?;
                 eprintln!("user `{username}` now has role `{role}`");
             }
             UsersCommand::SetAttr { username, attr } => {
                 validate_name("username", &username)?;
                 let (key, value) = parse_attr(&attr)?;
                 ctx.store.set_user_attr(&username, &key, &value).await?;
+                super::audit::record_admin(
+                    ctx,
+                    "user.set_attr",
+                    &format!("user:{username}"),
+                    serde_json::json!({"key": key, "value": value}),
+                )
+                .await?;
                 eprintln!("set attribute `{key}` of user `{username}`");
             }
             UsersCommand::Disable { username } => {
                 validate_name("username", &username)?;
                 ctx.store.disable_user(&username).await?;
+                super::audit::record_admin(
+                    ctx,
+                    "user.disable",
+                    &format!("user:{username}"),
+                    serde_json::Value::Null,
+                )
+                .await?;
                 eprintln!("disabled user `{username}`");
             }
         }
@@ -561,6 +595,7 @@ mod tests {
         let ctx = CliContext {
             store: store.clone(),
             known_roles: ["viewer", "admin"].map(String::from).into(),
+            audit: None,
         };
 
         UsersCommand::Create {

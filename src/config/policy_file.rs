@@ -1,4 +1,5 @@
-//! `policy.yaml`: roles, group mapping, routes, compiled into a [`Policy`].
+//! `policy.yaml`: roles, group mapping, routes, templates, content filters and rules, compiled
+//! into a [`Policy`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -10,7 +11,11 @@ use crate::config::ConfigError;
 use crate::config::locate::{line_of, line_of_value};
 use crate::domain::Permission;
 use crate::inference::{ApiSet, BodyKind, PathPattern, Route, RouteTable};
-use crate::policy::{NameSet, Policy, Role};
+use crate::policy::content::{ContentError, ContentSpec, DlpSpec};
+use crate::policy::{
+    ContentPolicy, Effect, NameSet, PiiAction, PiiCategory, Policy, Role, RuleSet, RuleSpec,
+    Template,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,10 +78,9 @@ struct RoleFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TemplateFile {
-    #[allow(dead_code)]
     name: String,
-    #[allow(dead_code)]
     text: String,
+    max_words: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,25 +100,51 @@ struct RouteFile {
 #[serde(deny_unknown_fields)]
 struct RuleFile {
     name: String,
-    #[allow(dead_code)]
     when: String,
-    #[allow(dead_code)]
-    effect: String,
-    #[allow(dead_code)]
+    effect: EffectFile,
     #[serde(default)]
     message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum EffectFile {
+    Deny,
+    RequireApproval,
+    Allow,
+}
+
+impl From<EffectFile> for Effect {
+    fn from(e: EffectFile) -> Effect {
+        match e {
+            EffectFile::Deny => Effect::Deny,
+            EffectFile::RequireApproval => Effect::RequireApproval,
+            EffectFile::Allow => Effect::Allow,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ContentFile {
-    #[allow(dead_code)]
     #[serde(default)]
     forbidden_terms: Vec<String>,
-    #[allow(dead_code)]
+    /// A list of detectors (each `deny`) or a map detector → `deny` | `redact`.
     #[serde(default)]
-    pii: Vec<String>,
+    pii: Option<serde_yaml::Value>,
+    dlp: Option<DlpFile>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DlpFile {
+    url: String,
+    timeout_ms: Option<u64>,
+    token_env: Option<String>,
+}
+
+/// Default time allowed for a DLP answer.
+const DLP_TIMEOUT_MS: u64 = 1000;
 
 const METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
@@ -125,33 +155,6 @@ pub fn compile_policy(path: &Path, text: &str) -> Result<Policy, ConfigError> {
     let file: PolicyFile =
         serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(path, &e))?;
     let err = |keys: &[&str], problem: String| ConfigError::new(path, line_of(text, keys), problem);
-
-    // Features of later releases must not be silently ignored: an ignored deny rule or
-    // content filter would let through what the author meant to stop.
-    if let Some(rule) = file.rules.first() {
-        return Err(err(
-            &["rules"],
-            format!(
-                "rule `{}`: rules are not supported by this version",
-                rule.name
-            ),
-        )
-        .with_fix("remove `rules:` or upgrade inferguard"));
-    }
-    if file.content.is_some() {
-        return Err(err(
-            &["content"],
-            "content filters are not supported by this version".into(),
-        )
-        .with_fix("remove `content:` or upgrade inferguard"));
-    }
-    if !file.templates.is_empty() {
-        return Err(err(
-            &["templates"],
-            "templates are not supported by this version".into(),
-        )
-        .with_fix("remove `templates:` or upgrade inferguard"));
-    }
 
     if file.roles.is_empty() {
         return Err(err(&["roles"], "no roles are defined".into())
@@ -165,13 +168,6 @@ pub fn compile_policy(path: &Path, text: &str) -> Result<Policy, ConfigError> {
                 format!("role name `{name}` is not valid"),
             )
             .with_fix("use letters, digits, `_`, `-` and `.`"));
-        }
-        if rf.templates_only {
-            return Err(err(
-                &["roles", &name, "templates_only"],
-                "templates_only is not supported by this version".into(),
-            )
-            .with_fix("remove `templates_only` or upgrade inferguard"));
         }
         if rf.max_images == Some(0) {
             return Err(err(
@@ -217,6 +213,7 @@ pub fn compile_policy(path: &Path, text: &str) -> Result<Policy, ConfigError> {
             daily_requests: rf.daily_requests,
             daily_tokens: rf.daily_tokens,
             require_mfa: rf.require_mfa,
+            templates_only: rf.templates_only,
         };
         roles.insert(name, role);
     }
@@ -280,13 +277,204 @@ pub fn compile_policy(path: &Path, text: &str) -> Result<Policy, ConfigError> {
         .with_fix("add `apis: [fooocus-api]` (or openai, tgi) or explicit `routes:`"));
     }
 
+    let templates = compile_templates(path, text, file.templates)?;
+    let content = compile_content(path, text, file.content)?;
+    let rules = compile_rules(path, text, file.rules)?;
+    if rules.uses_pii() && !content.detects_pii() {
+        return Err(err(
+            &["rules"],
+            "rules read request.contains_pii or request.pii, but content.pii enables no detector, so they would never see PII".into(),
+        )
+        .with_fix("enable detectors, e.g. `content: {pii: {email: redact, credit_card: deny}}`"));
+    }
+
     Ok(Policy {
         version: hex::encode(&Sha256::digest(text.as_bytes())[..6]),
         default_role: file.default_role,
         groups: file.groups,
         roles,
         routes: RouteTable::new(&file.apis, explicit),
+        rules,
+        content,
+        templates,
     })
+}
+
+fn compile_templates(
+    path: &Path,
+    text: &str,
+    files: Vec<TemplateFile>,
+) -> Result<Vec<Template>, ConfigError> {
+    let mut templates: Vec<Template> = Vec::with_capacity(files.len());
+    for (i, tf) in files.into_iter().enumerate() {
+        let line = item_line(text, "templates", 0, &tf.name);
+        let fail = |problem: String| {
+            ConfigError::new(
+                path,
+                line,
+                format!("templates[{i}] `{}`: {problem}", tf.name),
+            )
+        };
+        if !valid_name(&tf.name) {
+            return Err(fail("the name is not valid".into())
+                .with_fix("use letters, digits, `_`, `-` and `.`"));
+        }
+        if templates.iter().any(|t| t.name == tf.name) {
+            return Err(ConfigError::new(
+                path,
+                item_line(text, "templates", 1, &tf.name),
+                format!(
+                    "templates[{i}] `{}`: the name is used by an earlier template",
+                    tf.name
+                ),
+            ));
+        }
+        let mut template = Template::new(tf.name.clone(), tf.text.clone()).map_err(|e| {
+            fail(e.to_string()).with_fix("write placeholders as {name}, separated by text")
+        })?;
+        if let Some(n) = tf.max_words {
+            template = template
+                .with_max_words(n)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        templates.push(template);
+    }
+    Ok(templates)
+}
+
+fn compile_content(
+    path: &Path,
+    text: &str,
+    file: Option<ContentFile>,
+) -> Result<ContentPolicy, ConfigError> {
+    let Some(cf) = file else {
+        return Ok(ContentPolicy::default());
+    };
+    let mut pii = BTreeMap::new();
+    let pii_line = || line_of(text, &["content", "pii"]);
+    let known = PiiCategory::ALL.map(PiiCategory::as_str).join(", ");
+    let category = |name: &serde_yaml::Value| -> Result<PiiCategory, ConfigError> {
+        let found = name.as_str().and_then(PiiCategory::parse);
+        found.ok_or_else(|| {
+            let shown = name
+                .as_str()
+                .map_or_else(|| format!("{name:?}"), str::to_string);
+            ConfigError::new(
+                path,
+                line_of_value(text, &["content", "pii"], &shown),
+                format!("content.pii: unknown detector `{shown}`"),
+            )
+            .with_fix(format!("use one of: {known}"))
+        })
+    };
+    match &cf.pii {
+        None | Some(serde_yaml::Value::Null) => {}
+        Some(serde_yaml::Value::Sequence(list)) => {
+            for name in list {
+                pii.insert(category(name)?, PiiAction::Deny);
+            }
+        }
+        Some(serde_yaml::Value::Mapping(map)) => {
+            for (name, action) in map {
+                let c = category(name)?;
+                let a = action.as_str().and_then(PiiAction::parse).ok_or_else(|| {
+                    ConfigError::new(
+                        path,
+                        line_of_value(text, &["content", "pii"], c.as_str()),
+                        format!(
+                            "content.pii.{}: the action must be `deny` or `redact`",
+                            c.as_str()
+                        ),
+                    )
+                })?;
+                pii.insert(c, a);
+            }
+        }
+        Some(_) => {
+            return Err(ConfigError::new(
+                path,
+                pii_line(),
+                "content.pii must be a list of detectors or a map detector: deny|redact",
+            )
+            .with_fix(format!(
+                "e.g. `pii: [email, credit_card]` or `pii: {{email: redact}}`; detectors: {known}"
+            )));
+        }
+    }
+    let dlp = cf.dlp.map(|d| DlpSpec {
+        url: d.url,
+        timeout_ms: d.timeout_ms.unwrap_or(DLP_TIMEOUT_MS),
+        token_env: d.token_env,
+    });
+    let spec = ContentSpec {
+        forbidden_terms: cf.forbidden_terms,
+        pii,
+        dlp,
+    };
+    ContentPolicy::compile(spec).map_err(|e| {
+        let line = match &e {
+            ContentError::Term(_) => line_of(text, &["content", "forbidden_terms"]),
+            ContentError::Dlp(_) => line_of(text, &["content", "dlp"]),
+        };
+        ConfigError::new(path, line, format!("content.{e}"))
+    })
+}
+
+fn compile_rules(path: &Path, text: &str, files: Vec<RuleFile>) -> Result<RuleSet, ConfigError> {
+    let names: Vec<String> = files.iter().map(|r| r.name.clone()).collect();
+    let mut specs = Vec::with_capacity(files.len());
+    for (i, rf) in files.into_iter().enumerate() {
+        if !valid_name(&rf.name) {
+            return Err(ConfigError::new(
+                path,
+                item_line(text, "rules", 0, &rf.name),
+                format!("rules[{i}]: rule name `{}` is not valid", rf.name),
+            )
+            .with_fix("use letters, digits, `_`, `-` and `.`"));
+        }
+        specs.push(RuleSpec {
+            name: rf.name,
+            when: rf.when,
+            effect: rf.effect.into(),
+            message: rf.message,
+        });
+    }
+    RuleSet::compile(specs).map_err(|e| {
+        let occurrence = names[..e.index].iter().filter(|n| **n == e.rule).count();
+        let line = item_line(text, "rules", occurrence, &e.rule);
+        let err = ConfigError::new(path, line, format!("rules[{}]: {e}", e.index));
+        match e.fix {
+            Some(fix) => err.with_fix(fix),
+            None => err,
+        }
+    })
+}
+
+/// The line of an item of the top-level list `section`, found by its `name:`; `occurrence`
+/// counts earlier items of the same name (for duplicates). Falls back to the section's line.
+fn item_line(text: &str, section: &str, occurrence: usize, name: &str) -> Option<usize> {
+    let from = line_of(text, &[section])?;
+    let names_it = |l: &str| {
+        l.match_indices("name:").any(|(i, _)| {
+            let key_start = i == 0 || !l[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_');
+            let value = l[i + 5..].trim_start().trim_start_matches(['"', '\'']);
+            key_start
+                && value.strip_prefix(name).is_some_and(|rest| {
+                    !rest.starts_with(|c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                })
+        })
+    };
+    text.lines()
+        .enumerate()
+        .skip(from)
+        .take_while(|(_, l)| {
+            // Stop at the next top-level key.
+            l.starts_with([' ', '-', '\t']) || l.trim().is_empty() || l.starts_with('#')
+        })
+        .filter(|(_, l)| names_it(l))
+        .nth(occurrence)
+        .map(|(i, _)| i + 1)
+        .or(Some(from))
 }
 
 fn valid_name(name: &str) -> bool {

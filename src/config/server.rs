@@ -22,6 +22,9 @@ pub struct ServerConfig {
     #[serde(default)]
     pub identity: IdentityConfig,
     pub policy: PolicyRef,
+    /// Quota windows: time zone of the daily/monthly reset, default token budget.
+    #[serde(default)]
+    pub quota: crate::policy::QuotaConfig,
     #[serde(default)]
     pub audit: Option<AuditConfig>,
     /// SCIM provisioning (not served by this version; accepted so configs stay forward
@@ -132,18 +135,105 @@ pub struct PolicyRef {
     pub file: PathBuf,
 }
 
-/// The audit trail (issue 6).
+/// The audit trail: a hash-chained local JSONL trail with signed checkpoints (see
+/// [`crate::audit`]), and OpenTelemetry logs for the SIEM.
+///
+/// ```yaml
+/// audit:
+///   file: audit.jsonl             # base name: daily files audit-2026-11-22.jsonl beside it
+///   redact_prompts: true          # store a SHA-256 of prompts instead of their text
+///   checkpoint_every: 10s         # sign a checkpoint at least this often while records arrive
+///   checkpoint_records: 10000     # … and after this many records
+///   signing_key_env: AUDIT_KEY    # env var holding an Ed25519 PKCS#8 PEM; or signing_key_file;
+///                                 # neither = generated at first start and kept in the store
+///   on_write_failure: deny        # or allow_and_alarm
+/// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
+    /// Base name of the local trail, relative to the config file's directory; records go to
+    /// daily files named after it (`audit.jsonl` → `audit-2026-11-22.jsonl`). Absent: no
+    /// local trail.
     pub file: Option<PathBuf>,
+    /// Store the SHA-256 of prompts instead of their text.
     #[serde(default = "yes")]
     pub redact_prompts: bool,
     pub otlp: Option<serde_yaml::Value>,
+    /// The longest time records wait for a signed checkpoint (`10s`, `1m`; 1 s … 1 h).
+    #[serde(
+        default = "default_checkpoint_every",
+        deserialize_with = "human_duration"
+    )]
+    pub checkpoint_every: std::time::Duration,
+    /// A checkpoint is also signed after this many records (at least 1).
+    #[serde(default = "default_checkpoint_records")]
+    pub checkpoint_records: u64,
+    /// Environment variable holding the checkpoint key (Ed25519, PKCS#8 PEM).
+    #[serde(default)]
+    pub signing_key_env: Option<String>,
+    /// File holding the checkpoint key (Ed25519, PKCS#8 PEM), relative to the config file.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// What a decision does when its record cannot be written.
+    #[serde(default)]
+    pub on_write_failure: crate::audit::OnWriteFailure,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            file: Some(PathBuf::from("audit.jsonl")),
+            redact_prompts: true,
+            otlp: None,
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_records: default_checkpoint_records(),
+            signing_key_env: None,
+            signing_key_file: None,
+            on_write_failure: crate::audit::OnWriteFailure::Deny,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// Checks what serde cannot: checkpoint cadence in range, at most one key source.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.checkpoint_every < std::time::Duration::from_secs(1)
+            || self.checkpoint_every > std::time::Duration::from_secs(3600)
+        {
+            return Err("audit.checkpoint_every must be between 1s and 1h".into());
+        }
+        if self.checkpoint_records == 0 {
+            return Err("audit.checkpoint_records must be at least 1".into());
+        }
+        if self.signing_key_env.is_some() && self.signing_key_file.is_some() {
+            return Err("audit.signing_key_env and audit.signing_key_file are both set".into());
+        }
+        Ok(())
+    }
 }
 
 fn yes() -> bool {
     true
+}
+
+fn default_checkpoint_every() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
+fn default_checkpoint_records() -> u64 {
+    10_000
+}
+
+/// Parses `"10s"`, `"1m"` with `humantime`.
+fn human_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::time::Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({e}); write e.g. 10s or 1m"
+        ))
+    })
 }
 
 impl ServerConfig {

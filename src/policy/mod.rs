@@ -4,13 +4,28 @@
 //! then key scopes), then the role's model limits (preset, LoRAs, base model, image count,
 //! resolution).
 
+pub mod approvals;
 mod capabilities;
+pub mod content;
+pub mod quota;
 mod role;
+pub mod rules;
+pub mod templates;
 
 use std::collections::BTreeMap;
 
 pub use capabilities::check_capabilities;
 pub use role::{NameSet, Role};
+
+pub use content::{ContentFindings, ContentPolicy, PiiAction, PiiCategory};
+pub use rules::{Effect, RuleInput, RuleOutcome, RuleSet, RuleSpec};
+pub use templates::{Template, matches_any};
+
+pub use approvals::{
+    APPROVAL_HEADER, ApprovalError, Fingerprint, Redeemed, fingerprint, pending_denial,
+    redeem_approval, release_approval, request_approval,
+};
+pub use quota::{QuotaConfig, QuotaGrant, StoredLimits};
 
 use crate::domain::{Action, Denial, DenyKind, Permission, Principal};
 use crate::inference::RouteTable;
@@ -27,6 +42,12 @@ pub struct Policy {
     pub groups: BTreeMap<String, String>,
     pub roles: BTreeMap<String, Role>,
     pub routes: RouteTable,
+    /// CEL rules (`rules:`), evaluated in order after the content filters.
+    pub rules: RuleSet,
+    /// Content filters (`content:`).
+    pub content: ContentPolicy,
+    /// Approved prompt templates (`templates:`) for roles with `templates_only`.
+    pub templates: Vec<Template>,
 }
 
 impl Policy {
@@ -88,6 +109,53 @@ fn check_permission(
         .with_rule("key.scopes"));
     }
     Ok(())
+}
+
+/// Checks a request's texts after [`decide`] allowed it: a `templates_only` role's prompts must
+/// match a template of the policy or one of `approved` (templates approved at run time), then the
+/// content filters scan every prompt. The findings (PII categories) feed the rules
+/// (`RuleInput::pii`) and the audit redaction.
+///
+/// Refusals: 403 `template_required`; 400 `content_blocked` naming the category, never the text.
+pub fn check_content_and_templates(
+    policy: &Policy,
+    principal: &Principal,
+    action: &Action,
+    approved: &[Template],
+) -> Result<ContentFindings, Denial> {
+    let Some(role) = policy.roles.get(&principal.role) else {
+        return Err(Denial::new(
+            DenyKind::Forbidden,
+            "unknown_role",
+            format!(
+                "role `{}` is not defined by the current policy",
+                principal.role
+            ),
+        ));
+    };
+    if role.templates_only {
+        let off_template = content::positive_texts(action).any(|prompt| {
+            matches_any(prompt, &policy.templates)
+                .or_else(|| matches_any(prompt, approved))
+                .is_none()
+        });
+        if off_template {
+            return Err(Denial::new(
+                DenyKind::Forbidden,
+                "template_required",
+                format!(
+                    "role `{}` may only use approved prompt templates, and the prompt matches none",
+                    role.name
+                ),
+            )
+            .with_rule(format!("roles.{}.templates_only", role.name)));
+        }
+    }
+    let findings = policy.content.scan(action);
+    match &findings.denied {
+        Some(denial) => Err(denial.clone()),
+        None => Ok(findings),
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,8 @@ pub struct Role {
     pub daily_requests: Option<u64>,
     pub daily_tokens: Option<u64>,
     pub require_mfa: bool,
+    /// Prompts must match an approved template (`templates_only: true`).
+    pub templates_only: bool,
 }
 
 impl Role {
@@ -63,6 +65,7 @@ impl Role {
             daily_requests: None,
             daily_tokens: None,
             require_mfa: false,
+            templates_only: false,
         }
     }
 
@@ -80,7 +83,8 @@ impl Role {
             .count()
             + usize::from(self.max_images.is_none())
             + usize::from(self.max_pixels.is_none())
-            + usize::from(self.daily_images.is_none());
+            + usize::from(self.daily_images.is_none())
+            + usize::from(!self.templates_only);
         (self.permissions.len(), open)
     }
 

@@ -36,6 +36,9 @@ fn policy() -> Policy {
             .map(|r| (r.name.clone(), r))
             .collect(),
         routes: RouteTable::new(&[], Vec::new()),
+        rules: RuleSet::default(),
+        content: ContentPolicy::default(),
+        templates: Vec::new(),
     }
 }
 

@@ -6,6 +6,8 @@
 //! servers poll to invalidate their caches, so a change made by the CLI in another process
 //! reaches them within the poll interval.
 
+mod approvals;
+mod quota;
 mod records;
 mod sqlite;
 
@@ -16,6 +18,12 @@ pub use records::{
     UserRecord,
 };
 pub use sqlite::SqliteStore;
+
+pub use approvals::{
+    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalStore, DecideOutcome, RedeemOutcome,
+    UnknownApprovalStatus,
+};
+pub use quota::{QuotaCounter, QuotaOutcome, QuotaPeriod, QuotaStore, QuotaUnit};
 
 /// Errors from the store. `Unavailable` is the only transient kind: the caller may decide
 /// from a cache, and must otherwise answer 503 (never allow).
@@ -51,7 +59,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The one storage interface every backend implements.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: QuotaStore + ApprovalStore + Send + Sync + 'static {
     // === users ===
     /// Creates a user; `Conflict` when the username exists.
     async fn create_user(&self, user: &UserRecord) -> StoreResult<()>;

@@ -27,6 +27,9 @@ use super::{
 };
 use crate::domain::PrincipalKind;
 
+mod approvals;
+mod quota;
+
 /// How long a statement waits for another connection's (or process') write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections kept by one process.
@@ -50,6 +53,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "local_login",
         include_str!("../../../migrations/sqlite/0002_local_login.sql"),
+    ),
+    (
+        3,
+        "quotas_approvals",
+        include_str!("../../../migrations/sqlite/0003_quotas_approvals.sql"),
     ),
 ];
 
