@@ -45,6 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Users(cmd) => cmd.run(&cli_context(&cfg).await?).await,
             Command::ServiceAccounts(cmd) => cmd.run(&cli_context(&cfg).await?).await,
             Command::Keys(cmd) => cmd.run(&cli_context(&cfg).await?).await,
+            Command::Sessions(cmd) => cmd.run(&cli_context(&cfg).await?).await,
             Command::Approvals(cmd) => {
                 let policy = load_policy(&cfg.policy_path())?;
                 cmd.run(&cli_context(&cfg).await?, &policy).await
@@ -131,10 +132,7 @@ pub struct Shared {
 }
 
 async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
-    for (name, set) in [
-        ("identity.oidc", cfg.identity.oidc.is_some()),
-        ("scim", cfg.scim.is_some()),
-    ] {
+    for (name, set) in [("scim", cfg.scim.is_some())] {
         if set {
             tracing::warn!(
                 section = name,
@@ -145,6 +143,8 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     let policy_path = cfg.policy_path();
     let policy = load_policy(&policy_path)?;
     let store = open_store(&cfg).await?;
+    // None without `audit.file`; an unwritable trail stops the start (fail closed).
+    let audit = crate::commands::audit::open_trail(&cfg, &store).await?;
     let upstream = upstream_credential(&cfg)?;
     let local = &cfg.identity.local_users;
     let issuer = Arc::new(
@@ -162,15 +162,31 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
         None
     };
     let jwt = token_verifier(&cfg, local.enabled.then_some(&*issuer))?;
+    let cache_ttl = Duration::from_secs(cfg.identity.api_keys.cache_ttl_secs.max(1));
+    let sso = match &cfg.identity.oidc {
+        Some(oidc) => {
+            let sso =
+                crate::identity::oidc::Sso::build(oidc, store.clone(), &cfg.base_dir, cache_ttl)
+                    .context("identity.oidc")?;
+            sso.spawn_background();
+            tracing::info!(issuer = %oidc.issuer, "browser single sign-on enabled");
+            Some(sso)
+        }
+        None => None,
+    };
     let authorizer = Arc::new(Authorizer::new(AuthorizerParts {
         policy,
         store: store.clone(),
         key_headers: cfg.identity.api_keys.headers.clone(),
-        cache_ttl: Duration::from_secs(cfg.identity.api_keys.cache_ttl_secs.max(1)),
+        cache_ttl,
         jwt: jwt.clone(),
         assertions: Some(issuer.clone()),
-        sessions: None,
-        login: None,
+        sessions: sso
+            .as_ref()
+            .map(|s| s.sessions.clone() as Arc<dyn crate::identity::SessionAuthenticator>),
+        login: sso
+            .as_ref()
+            .map(|_| crate::identity::oidc::Sso::login_redirect()),
         quota: cfg.quota.clone(),
     }));
     let metrics = Arc::new(Metrics::new());
@@ -197,6 +213,7 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     let reload = tokio::spawn(background::reload_policy(
         authorizer.clone(),
         policy_path,
+        audit.clone(),
         shutdown_rx.clone(),
     ));
 
@@ -208,7 +225,9 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
 
-    let check = CheckService::new(authorizer, upstream, metrics).into_server();
+    let check = CheckService::new(authorizer, upstream, metrics)
+        .with_audit(audit.clone())
+        .into_server();
     let mut grpc_shutdown = shutdown_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
@@ -224,6 +243,7 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
                 issuer: Some(issuer.clone()),
                 token: token_endpoint,
             },
+            sso: sso.as_ref().map(|s| s.endpoints.clone()),
         },
         shutdown_rx.clone(),
     );
@@ -244,6 +264,11 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     http_task.await?.context("http listener")?;
     feed.abort();
     reload.abort();
+    if let Some(trail) = &audit
+        && let Err(e) = trail.close().await
+    {
+        tracing::error!(error = %e, "audit: final fsync/checkpoint failed");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::domain::{Allow, Denial, DenyKind, Principal, Request};
+use crate::domain::{Action, Allow, Denial, DenyKind, Principal, Request};
 use crate::identity::jwt::JwtVerifier;
 use crate::identity::local::LocalIssuer;
 use crate::identity::{
@@ -14,8 +14,15 @@ use crate::identity::{
     find_credential, principal_from_token, unauthenticated,
 };
 use crate::inference::{self, InferenceError};
-use crate::policy::{self, Policy, QuotaConfig};
+use crate::policy::{self, Policy, QuotaConfig, RuleOutcome};
 use crate::store::{Change, DynStore};
+
+/// What the pipeline learned about a request before deciding it.
+#[derive(Debug, Default)]
+pub struct Trace {
+    pub principal: Option<Principal>,
+    pub action: Option<Action>,
+}
 
 /// The most header bytes a request may carry, as Envoy's shipped `max_request_headers_kb`
 /// allows; larger requests can only come from callers that bypass Envoy.
@@ -92,6 +99,11 @@ impl Authorizer {
 
     /// Drops what the store's change feed says has changed.
     pub async fn apply_change(&self, change: &Change) {
+        if let Some(sessions) = &self.sessions {
+            // Ended or refreshed sessions (entity `session`), and users (whose sessions carry
+            // their role binding and disabled flag).
+            sessions.apply_change(change).await;
+        }
         match change.entity.as_str() {
             "key" => self.keys.invalidate_key(&change.id).await,
             "user" => {
@@ -120,6 +132,16 @@ impl Authorizer {
 
     /// Decides one request.
     pub async fn check(&self, req: &Request) -> Result<Allow, Denial> {
+        self.check_traced(req, None).await
+    }
+
+    /// Decides one request, keeping in `trace` who the caller turned out to be and what they
+    /// asked, so the audit record of a refusal can say so.
+    pub async fn check_traced(
+        &self,
+        req: &Request,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Allow, Denial> {
         let policy = self.policy.load_full();
         let now_utc = chrono::Utc::now();
         let now = now_utc.timestamp();
@@ -160,6 +182,10 @@ impl Authorizer {
             }
         };
 
+        if let Some(t) = trace.as_deref_mut() {
+            t.principal = Some(principal.clone());
+        }
+
         let Some(route) = policy.routes.find(&req.method, &req.path) else {
             return Err(Denial::new(
                 DenyKind::Forbidden,
@@ -172,7 +198,33 @@ impl Authorizer {
             .with_rule("routes"));
         };
         let action = inference::understand(route, req).map_err(refusal_for)?;
+        if let Some(t) = trace {
+            t.action = Some(action.clone());
+        }
         policy::decide(&policy, &principal, &action)?;
+        let findings = policy::check_content_and_templates(&policy, &principal, &action, &[])?;
+        let outcome = policy.rules.evaluate(&policy::RuleInput {
+            principal: &principal,
+            action: &action,
+            method: &req.method,
+            path: &req.path,
+            permission: route.permission,
+            pii: &findings.pii,
+            now: now_utc,
+        });
+        if let RuleOutcome::Deny(denial) = outcome {
+            return Err(denial);
+        }
+        // The network call comes after every local refusal, and before an approval is asked
+        // for a request the DLP service would block.
+        policy.content.check_dlp(&action).await?;
+        let redeemed = match &outcome {
+            RuleOutcome::RequireApproval { rule, message } => Some(
+                self.approval(req, &principal, &action, rule, message, now_utc)
+                    .await?,
+            ),
+            _ => None,
+        };
 
         let mut extra_headers = Vec::new();
         if route.assertion {
@@ -189,7 +241,7 @@ impl Authorizer {
 
         // Quota last: a request refused for any other reason costs nothing.
         let role = &policy.roles[&principal.role];
-        let grant = policy::quota::enforce(
+        let quota = policy::quota::enforce(
             &*self.store,
             &self.quota,
             role,
@@ -197,7 +249,19 @@ impl Authorizer {
             &action,
             now_utc,
         )
-        .await?;
+        .await;
+        let grant = match quota {
+            Ok(grant) => grant,
+            Err(denial) => {
+                // A quota refusal must not spend the approval.
+                if let Some(id) = &redeemed
+                    && let Err(e) = policy::release_approval(&*self.store, id).await
+                {
+                    tracing::warn!(error = %e, "could not release an approval after a quota refusal");
+                }
+                return Err(denial);
+            }
+        };
         extra_headers.extend(grant.headers(now_utc));
 
         Ok(Allow {
@@ -210,6 +274,37 @@ impl Authorizer {
 }
 
 impl Authorizer {
+    /// A `require_approval` rule matched: redeem the approval the request names, or record a
+    /// pending one and refuse. Returns the redeemed approval's id.
+    async fn approval(
+        &self,
+        req: &Request,
+        principal: &Principal,
+        action: &Action,
+        rule: &str,
+        message: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String, Denial> {
+        let fp = policy::fingerprint(principal, action, &req.method, &req.path);
+        let rule_ref = format!("rules.{rule}");
+        match req.header(policy::APPROVAL_HEADER) {
+            Some(id) => {
+                let redeemed =
+                    policy::redeem_approval(&*self.store, id.trim(), principal, &fp, now)
+                        .await
+                        .map_err(|e| e.to_denial())?;
+                Ok(redeemed.id)
+            }
+            None => {
+                let id =
+                    policy::request_approval(&*self.store, principal, &fp, Some(&rule_ref), now)
+                        .await
+                        .map_err(|e| policy::ApprovalError::from(e).to_denial())?;
+                Err(policy::pending_denial(&id, Some(&rule_ref), Some(message)))
+            }
+        }
+    }
+
     async fn authenticate_token(
         &self,
         token: &str,

@@ -8,6 +8,7 @@ use crate::commands::approvals::ApprovalsCommand;
 use crate::commands::audit::AuditCommand;
 use crate::commands::keys::KeysCommand;
 use crate::commands::service_accounts::ServiceAccountsCommand;
+use crate::commands::sessions::SessionsCommand;
 use crate::commands::users::UsersCommand;
 
 /// inferguard: identity, policy and audit for generative-model inference behind Envoy.
@@ -41,6 +42,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage browser (SSO) sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
     /// Decide requests held for approval.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),

@@ -10,6 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::app::Shared;
+use crate::audit::{AuditEvent, AuditTrail};
 use crate::authorizer::Authorizer;
 use crate::config;
 
@@ -75,6 +76,7 @@ fn mark_unhealthy(shared: &Shared, error: &str) {
 pub async fn reload_policy(
     authorizer: Arc<Authorizer>,
     path: PathBuf,
+    audit: Option<AuditTrail>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut hup = match signal(SignalKind::hangup()) {
@@ -100,12 +102,32 @@ pub async fn reload_policy(
         match config::read_file(&path).and_then(|text| config::compile_policy(&path, &text)) {
             Ok(policy) => {
                 tracing::info!(version = %policy.version, file = %path.display(), "policy reloaded");
+                let version = policy.version.clone();
                 authorizer.replace_policy(policy);
+                record(
+                    &audit,
+                    AuditEvent::policy_reload(&path.display().to_string(), Ok(&version)),
+                )
+                .await;
             }
             Err(e) => {
-                tracing::error!(error = %e, "policy reload refused; the previous policy stays in force")
+                tracing::error!(error = %e, "policy reload refused; the previous policy stays in force");
+                let error = e.to_string();
+                record(
+                    &audit,
+                    AuditEvent::policy_reload(&path.display().to_string(), Err(&error)),
+                )
+                .await;
             }
         }
+    }
+}
+
+async fn record(audit: &Option<AuditTrail>, event: AuditEvent) {
+    if let Some(trail) = audit
+        && let Err(e) = trail.record(event).await
+    {
+        tracing::error!(error = %e, "audit: the policy reload could not be recorded");
     }
 }
 

@@ -1,5 +1,6 @@
-//! The HTTP listener: health and readiness, and local login (`POST /auth/token`,
-//! `GET /auth/jwks.json`). The OIDC `/auth/*` flows and SCIM arrive later.
+//! The HTTP listener: health and readiness, local login (`POST /auth/token`,
+//! `GET /auth/jwks.json`) and browser single sign-on (`/auth/login`, `/auth/callback`,
+//! `/auth/logout`, `/auth/backchannel-logout`). SCIM arrives later.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -8,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, RawQuery, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,10 +19,14 @@ use tokio::sync::watch;
 
 use crate::app::Shared;
 use crate::identity::local::{LocalIssuer, TokenEndpoint, TokenResponse};
+use crate::identity::oidc::{BrowserRequest, HttpAnswer, SsoEndpoints};
 
 /// The largest token request body read (a form with a username and password, or a refresh
 /// token).
 const MAX_TOKEN_FORM_BYTES: usize = 16 * 1024;
+
+/// The largest back-channel logout request body read (one signed logout token).
+const MAX_LOGOUT_FORM_BYTES: usize = 64 * 1024;
 
 /// What the local-login routes serve: the issuer (its JWKS, served whenever present, since it
 /// also verifies the upstream identity assertion) and the token endpoint (present only when
@@ -40,6 +45,8 @@ pub struct HttpState {
     pub shared: Arc<Shared>,
     /// Local login.
     pub local: LocalLogin,
+    /// Browser single sign-on, when `identity.oidc` is configured.
+    pub sso: Option<Arc<SsoEndpoints>>,
 }
 
 impl From<Arc<Shared>> for HttpState {
@@ -47,6 +54,7 @@ impl From<Arc<Shared>> for HttpState {
         HttpState {
             shared,
             local: LocalLogin::default(),
+            sso: None,
         }
     }
 }
@@ -74,6 +82,122 @@ fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .with_state(state.shared)
         .merge(local_login_routes(state.local))
+        .merge(sso_routes(state.sso))
+}
+
+/// `/auth/login`, `/auth/callback`, `/auth/logout` (GET or POST) and
+/// `POST /auth/backchannel-logout`; 404 `sso_disabled` without `identity.oidc`.
+fn sso_routes(sso: Option<Arc<SsoEndpoints>>) -> Router {
+    Router::new()
+        .route("/auth/login", get(sso_login))
+        .route("/auth/callback", get(sso_callback))
+        .route("/auth/logout", get(sso_logout).post(sso_logout))
+        .route(
+            "/auth/backchannel-logout",
+            post(sso_backchannel_logout).layer(DefaultBodyLimit::max(MAX_LOGOUT_FORM_BYTES)),
+        )
+        .with_state(sso)
+}
+
+type SsoState = State<Option<Arc<SsoEndpoints>>>;
+
+fn sso_disabled() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "sso_disabled",
+        "single sign-on is not enabled (identity.oidc)",
+    )
+}
+
+/// The parts of a request the SSO endpoints read: lower-case headers (first value of each),
+/// the raw query and the form pairs.
+fn browser_request(
+    headers: &HeaderMap,
+    query: Option<String>,
+    form: Vec<(String, String)>,
+) -> BrowserRequest {
+    let mut map = HashMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let Ok(v) = value.to_str() {
+            map.entry(name.as_str().to_string())
+                .or_insert_with(|| v.to_string());
+        }
+    }
+    BrowserRequest {
+        headers: map,
+        query: query.unwrap_or_default(),
+        form,
+    }
+}
+
+fn sso_answer(answer: HttpAnswer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, answer.body).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in answer.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    response
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+async fn sso_login(
+    State(sso): SsoState,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let Some(sso) = sso else {
+        return sso_disabled();
+    };
+    let req = browser_request(&headers, query, Vec::new());
+    sso_answer(sso.login(&req, unix_now()).await)
+}
+
+async fn sso_callback(
+    State(sso): SsoState,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let Some(sso) = sso else {
+        return sso_disabled();
+    };
+    let req = browser_request(&headers, query, Vec::new());
+    sso_answer(sso.callback(&req, unix_now()).await)
+}
+
+async fn sso_logout(State(sso): SsoState, headers: HeaderMap) -> Response {
+    let Some(sso) = sso else {
+        return sso_disabled();
+    };
+    let req = browser_request(&headers, None, Vec::new());
+    sso_answer(sso.logout(&req, unix_now()).await)
+}
+
+async fn sso_backchannel_logout(
+    State(sso): SsoState,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let Some(sso) = sso else {
+        return sso_disabled();
+    };
+    let Ok(Form(pairs)) = form else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "send an application/x-www-form-urlencoded body with logout_token",
+        );
+    };
+    let req = browser_request(&headers, None, pairs);
+    sso_answer(sso.backchannel_logout(&req, unix_now()).await)
 }
 
 /// Ready while the store answers (otherwise only cached credentials can be decided).

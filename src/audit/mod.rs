@@ -51,7 +51,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use checkpoint::Checkpoint;
-pub use event::{AuditEvent, EventType, Outcome};
+pub use event::{AuditEvent, EventType, MAX_PROMPT_BYTES, Outcome};
 pub use keys::{AUDIT_KEY_PURPOSE, CheckpointKey, key_id, parse_public_keys};
 pub use record::GENESIS_HASH;
 pub use verify::{Location, Problem, ProblemKind, TrailFileSummary, VerifyReport, verify_files};

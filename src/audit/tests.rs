@@ -554,6 +554,23 @@ async fn an_unwritable_trail_makes_record_fail() {
     set_mode(&ro, 0o700);
 }
 
+#[tokio::test]
+async fn a_writer_stuck_holding_the_lock_makes_record_fail_not_hang() {
+    let fx = Fixture::new();
+    let trail = fx.open();
+    write(&trail, 0..1).await;
+    let lock = std::fs::File::open(fx.dir.path().join("audit.jsonl.lock")).expect("lock");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    let started = Instant::now();
+    let err = trail.record(admin(1)).await.expect_err("stuck");
+    assert!(started.elapsed() >= writer::LOCK_TIMEOUT);
+    assert!(err.to_string().contains("held the trail's lock"), "{err}");
+    drop(lock);
+    write(&trail, 2..3).await;
+    trail.close().await.expect("close");
+    assert!(verify_files(&[fx.file(0)], &fx.keys()).ok());
+}
+
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
@@ -571,6 +588,7 @@ fn principal() -> Principal {
         key_id: None,
         scopes: None,
         session_id: Some("raw-session-id-0123456789".into()),
+        mfa: false,
         attributes: BTreeMap::new(),
     }
 }
@@ -772,15 +790,30 @@ async fn the_checkpoint_key_comes_from_the_environment_or_the_store() {
 }
 
 /// Appends decisions as fast as one task can and prints the rate (run with
-/// `cargo test --release -- --ignored --nocapture audit_append_rate`).
-#[tokio::test]
+/// `cargo test --release --lib audit_append_rate -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "timing, not a check"]
 async fn audit_append_rate() {
     let fx = Fixture::new();
-    let trail = fx.open();
+    let key = CheckpointKey::from_pem(&fx.key.private_pem()).expect("key");
+    let trail = AuditTrail::open_with_key(&fx.base(), &config(), key).expect("open");
     let allow = allow_with(action());
     let req = request();
     let n = 200_000;
+
+    let started = Instant::now();
+    let mut bytes = 0;
+    for _ in 0..n {
+        let event = AuditEvent::decision(&req, Ok(&allow), "v1", Duration::from_micros(80), true);
+        bytes += serde_json::to_vec(&event).expect("json").len();
+    }
+    let build = started.elapsed();
+    println!(
+        "build + serialise only: {:.1} µs/event, {} bytes of event JSON",
+        build.as_secs_f64() * 1e6 / n as f64,
+        bytes / n
+    );
+
     let started = Instant::now();
     for _ in 0..n {
         let event = AuditEvent::decision(&req, Ok(&allow), "v1", Duration::from_micros(80), true);
@@ -788,14 +821,101 @@ async fn audit_append_rate() {
     }
     let elapsed = started.elapsed();
     trail.close().await.expect("close");
+    let file = trail.current_file();
     println!(
         "{n} records in {elapsed:?}: {:.0} records/s, {:.1} µs each, {} bytes/record",
         n as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1e6 / n as f64,
-        std::fs::metadata(fx.file(0)).expect("md").len() / n as u64
+        std::fs::metadata(&file).expect("md").len() / n as u64
     );
+
+    // Four tasks on the two-worker runtime share one trail.
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let trail = trail.clone();
+            let (req, allow) = (req.clone(), allow.clone());
+            tokio::spawn(async move {
+                for _ in 0..n / 4 {
+                    let event = AuditEvent::decision(&req, Ok(&allow), "v1", Duration::ZERO, true);
+                    trail.record(event).await.expect("record");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "4 tasks, 2 workers: {:.0} records/s",
+        n as f64 / elapsed.as_secs_f64()
+    );
+    trail.close().await.expect("close");
+
     let verify_started = Instant::now();
-    let report = verify_files(&[fx.file(0)], &fx.keys());
+    let report = verify_files(&[file], &fx.keys());
     assert!(report.ok(), "{report}");
-    println!("verified in {:?}", verify_started.elapsed());
+    assert_eq!(report.records, 2 * n as u64);
+    println!(
+        "verified {} records in {:?}",
+        report.records,
+        verify_started.elapsed()
+    );
+}
+
+#[test]
+fn the_audit_section_parses_and_validates() {
+    let path = Path::new("/etc/inferguard/inferguard.yaml");
+    let cfg = crate::config::ServerConfig::parse(
+        path,
+        "policy: {file: policy.yaml}\n\
+         audit:\n  file: /var/log/inferguard/audit.jsonl\n  redact_prompts: false\n  \
+         checkpoint_every: 30s\n  checkpoint_records: 500\n  signing_key_env: AUDIT_KEY\n  \
+         on_write_failure: allow_and_alarm\n",
+    )
+    .expect("parses");
+    let audit = cfg.audit.expect("audit");
+    assert!(!audit.redact_prompts);
+    assert_eq!(audit.checkpoint_every, Duration::from_secs(30));
+    assert_eq!(audit.checkpoint_records, 500);
+    assert_eq!(audit.signing_key_env.as_deref(), Some("AUDIT_KEY"));
+    assert_eq!(audit.on_write_failure, OnWriteFailure::AllowAndAlarm);
+    assert_eq!(audit.validate(), Ok(()));
+
+    let cfg = crate::config::ServerConfig::parse(
+        path,
+        "policy: {file: p.yaml}\naudit: {file: a.jsonl}\n",
+    )
+    .expect("parses");
+    let audit = cfg.audit.expect("audit");
+    assert!(audit.redact_prompts, "redacted by default");
+    assert_eq!(
+        audit.on_write_failure,
+        OnWriteFailure::Deny,
+        "fail closed by default"
+    );
+    assert_eq!(audit.checkpoint_every, Duration::from_secs(10));
+
+    for bad in [
+        "checkpoint_every: soon",
+        "on_write_failure: ignore",
+        "checkpoint_records: -1",
+    ] {
+        let text = format!("policy: {{file: p.yaml}}\naudit:\n  file: a.jsonl\n  {bad}\n");
+        assert!(
+            crate::config::ServerConfig::parse(path, &text).is_err(),
+            "{bad}"
+        );
+    }
+    let zero = AuditConfig {
+        checkpoint_records: 0,
+        ..AuditConfig::default()
+    };
+    assert!(zero.validate().is_err());
+    let too_rare = AuditConfig {
+        checkpoint_every: Duration::from_secs(7200),
+        ..AuditConfig::default()
+    };
+    assert!(too_rare.validate().is_err());
 }

@@ -144,15 +144,36 @@ struct FoundTail {
     day: NaiveDate,
 }
 
+/// The longest an append waits for another process's lock before failing (a writer that
+/// holds the lock for longer is stuck, e.g. a stopped CLI process).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// An exclusive `flock`, released on drop.
 struct FileLock<'a>(&'a File);
 
 impl<'a> FileLock<'a> {
+    /// Takes the lock, waiting at most [`LOCK_TIMEOUT`] (polling: another writer holds it for
+    /// microseconds, so the first retries succeed).
     fn exclusive(file: &'a File) -> io::Result<FileLock<'a>> {
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(20);
         loop {
-            match rustix::fs::flock(file, FlockOperation::LockExclusive) {
+            match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => return Ok(FileLock(file)),
                 Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::WOULDBLOCK) if started.elapsed() < LOCK_TIMEOUT => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(1));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "another process has held the trail's lock for over {} s",
+                            LOCK_TIMEOUT.as_secs()
+                        ),
+                    ));
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -307,13 +328,16 @@ impl AuditTrail {
             Err(e) => {
                 let failures = core.failures.fetch_add(1, Ordering::Relaxed) + 1;
                 let allowed = core.on_failure == OnWriteFailure::AllowAndAlarm;
+                let consequence = if allowed {
+                    "deciding anyway (audit.on_write_failure: allow_and_alarm)"
+                } else {
+                    "refusing (audit.on_write_failure: deny)"
+                };
                 tracing::error!(
                     error = %e, failures, event_type = ?event.event_type,
                     request_id = event.request_id.as_deref().unwrap_or(""),
                     action = event.action.as_deref().unwrap_or(""),
-                    "audit record NOT written; {}",
-                    if allowed { "deciding anyway (audit.on_write_failure: allow_and_alarm)" }
-                    else { "refusing (audit.on_write_failure: deny)" }
+                    "audit record NOT written; {consequence}"
                 );
                 if allowed { Ok(()) } else { Err(e) }
             }
@@ -393,6 +417,7 @@ impl Core {
     fn lock_head(&self) -> MutexGuard<'_, Head> {
         // A panic while holding the lock leaves a head that `stale` makes us re-read.
         self.head.lock().unwrap_or_else(|poisoned| {
+            self.head.clear_poison();
             let mut head = poisoned.into_inner();
             head.stale = true;
             head
@@ -446,17 +471,16 @@ impl Core {
             name: head.tail_name.clone(),
             day: head.tail_day,
         };
-        let mut pending = std::mem::take(&mut head.pending);
-        let fresh = Head::open(&self.paths, day, Some(prior), &mut pending);
-        head.pending = pending;
-        let fresh = fresh?;
+        let fresh = Head::open(&self.paths, day, Some(prior), &mut head.pending)?;
         let dirty = std::mem::take(&mut head.dirty);
         let buf = std::mem::take(&mut head.buf);
         let pending = std::mem::take(&mut head.pending);
-        *head = fresh;
-        head.dirty = dirty;
-        head.buf = buf;
-        head.pending.splice(0..0, pending);
+        *head = Head {
+            dirty,
+            buf,
+            pending,
+            ..fresh
+        };
         head.dirty_push();
         Ok(())
     }
@@ -671,8 +695,10 @@ fn read_tail(
     if let Some(from) = scan.partial_from {
         let mut torn = vec![0u8; (len - from) as usize];
         file.read_exact_at(&mut torn, from).map_err(io_err)?;
-        file.set_len(from).map_err(io_err)?;
-        file.sync_data().map_err(io_err)?;
+        // `file` may be read-only (an older day's file): cut through a handle of our own.
+        let writable = OpenOptions::new().write(true).open(path).map_err(io_err)?;
+        writable.set_len(from).map_err(io_err)?;
+        writable.sync_data().map_err(io_err)?;
         let sha = hex::encode(Sha256::digest(&torn));
         tracing::warn!(
             file = %path.display(), offset = from, bytes = torn.len(), sha256 = %sha,
@@ -720,7 +746,7 @@ fn tail_before(
     let days = paths.days().map_err(|e| AuditError::io(paths.dir(), e))?;
     for older in days.into_iter().filter(|d| *d < day) {
         let path = paths.day_file(older);
-        let file = open_rw(&path, false, false).map_err(|e| AuditError::io(&path, e))?;
+        let file = File::open(&path).map_err(|e| AuditError::io(&path, e))?;
         let len = file.metadata().map_err(|e| AuditError::io(&path, e))?.len();
         if let (_, Some(found)) = read_tail(&file, &path, older, len, pending)? {
             return Ok(Some(found));

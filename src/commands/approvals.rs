@@ -388,6 +388,7 @@ roles:
             key_id: None,
             scopes: None,
             session_id: None,
+            mfa: false,
             attributes: Default::default(),
         }
     }

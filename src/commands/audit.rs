@@ -154,7 +154,7 @@ mod tests {
 
     use super::*;
     use crate::commands::keys::{CreateKey, create_key, revoke_key};
-    use crate::store::{SqliteStore, Store, UserRecord};
+    use crate::store::{SqliteStore, UserRecord};
 
     #[derive(clap::Parser)]
     struct Cli {

@@ -4,6 +4,7 @@ pub mod approvals;
 pub mod audit;
 pub mod keys;
 pub mod service_accounts;
+pub mod sessions;
 pub mod users;
 
 use std::collections::BTreeSet;

@@ -104,7 +104,8 @@ pub struct IdentityConfig {
     pub api_keys: ApiKeysConfig,
     /// Trusted JWT issuers (keys by OIDC discovery or `jwks_url`).
     pub jwt: Vec<JwtIssuerConfig>,
-    pub oidc: Option<serde_yaml::Value>,
+    /// Browser single sign-on (OIDC relying party and sessions).
+    pub oidc: Option<crate::identity::oidc::OidcConfig>,
     /// Local users and inferguard's own token issuer (`POST /auth/token`).
     pub local_users: LocalUsersConfig,
 }
@@ -255,6 +256,18 @@ impl ServerConfig {
                 line(&["identity", "local_users"]),
                 e.to_string(),
             ));
+        }
+        if let Some(oidc) = cfg.identity.oidc.take() {
+            match oidc.validated() {
+                Ok(oidc) => cfg.identity.oidc = Some(oidc),
+                Err(e) => {
+                    return Err(ConfigError::new(
+                        path,
+                        line(&["identity", "oidc"]),
+                        e.to_string(),
+                    ));
+                }
+            }
         }
         if !(cfg.store.url.starts_with("sqlite:")
             || cfg.store.url.starts_with("postgres://")

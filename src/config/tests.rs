@@ -127,6 +127,7 @@ fn principal(role: &str, attrs: &[(&str, &str)]) -> crate::domain::Principal {
         key_id: Some("k1".into()),
         scopes: None,
         session_id: None,
+        mfa: false,
         attributes: attrs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -68,6 +68,10 @@ pub struct Principal {
     pub scopes: Option<Vec<crate::domain::Permission>>,
     /// The session id (hashed) for browser sessions.
     pub session_id: Option<String>,
+    /// True when the caller completed multi-factor authentication (a session or token whose
+    /// `amr`/`acr` says so); always false for API keys. Judged by `require_mfa` roles and
+    /// routes.
+    pub mfa: bool,
     /// Extra attributes for rules (department, clearance_level, …).
     pub attributes: BTreeMap<String, String>,
 }

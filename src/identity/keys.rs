@@ -186,6 +186,7 @@ fn principal_for(grant: &KeyGrant, policy: &Policy) -> Principal {
         key_id: Some(grant.key.id.clone()),
         scopes: grant.scopes.clone(),
         session_id: None,
+        mfa: false,
         attributes: grant.owner_attributes.clone(),
     }
 }

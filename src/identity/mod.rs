@@ -6,6 +6,7 @@ mod credential;
 pub mod jwt;
 mod keys;
 pub mod local;
+pub mod oidc;
 mod session;
 mod users;
 

@@ -15,6 +15,13 @@ pub trait SessionAuthenticator: Send + Sync {
         policy: &Policy,
         now: i64,
     ) -> Result<Principal, Denial>;
+
+    /// Drops what a change-feed entry says has changed (an ended or refreshed session, a
+    /// user's binding or disabled flag). Default: nothing is cached.
+    async fn apply_change(&self, _change: &crate::store::Change) {}
+
+    /// Drops everything cached (the change feed was lost or restarted). Default: nothing.
+    fn flush(&self) {}
 }
 
 /// Where browsers without a session are sent when SSO is on.

@@ -89,6 +89,7 @@ pub fn principal_from_token(
         key_id: None,
         scopes: None,
         session_id: None,
+        mfa: crate::identity::oidc::amr_indicates_mfa(&token.amr),
         attributes,
     })
 }

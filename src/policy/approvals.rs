@@ -406,6 +406,7 @@ mod tests {
             key_id: Some("k1".into()),
             scopes: None,
             session_id: None,
+            mfa: false,
             attributes: Default::default(),
         }
     }

@@ -561,6 +561,7 @@ mod tests {
             key_id: key.map(String::from),
             scopes: None,
             session_id: None,
+            mfa: false,
             attributes: Default::default(),
         }
     }

@@ -19,8 +19,9 @@
 //! # Variables
 //! - `user`: `subject`, `role`, `email` (`""` when unknown), `groups` (list), `kind`
 //!   (`user` | `service_account`), `auth` (`api_key` | `jwt` | `session`), `key_id` (`""` when
-//!   none), `attributes` (map of the raw attribute strings, only those the principal has) and
-//!   every attribute by name (`user.department`). An attribute whose value is a canonical
+//!   none), `mfa` (bool: multi-factor authentication completed), `attributes` (map of the raw
+//!   attribute strings, only those the principal has) and every attribute by name
+//!   (`user.department`). An attribute whose value is a canonical
 //!   integer (`0`, `-3`, `42`: no sign `+`, no leading zeros, fits 64 bits) is an `int`, any
 //!   other value a `string`; an attribute a rule names that the principal lacks is `null`.
 //!   Standard fields win over attributes of the same name (those stay in `user.attributes`).
@@ -132,7 +133,7 @@ pub const REQUEST_FIELDS: [&str; 20] = [
 ];
 
 /// Standard fields of `user`; any other name is an attribute.
-pub const USER_FIELDS: [&str; 8] = [
+pub const USER_FIELDS: [&str; 9] = [
     "subject",
     "role",
     "email",
@@ -140,6 +141,7 @@ pub const USER_FIELDS: [&str; 8] = [
     "kind",
     "auth",
     "key_id",
+    "mfa",
     "attributes",
 ];
 
@@ -381,6 +383,7 @@ impl RuleSet {
         user.insert("kind".into(), p.kind.as_str().into());
         user.insert("auth".into(), p.auth.as_str().into());
         user.insert("key_id".into(), p.key_id.as_deref().unwrap_or("").into());
+        user.insert("mfa".into(), Value::Bool(p.mfa));
         user.insert("attributes".into(), raw.into());
         user.into()
     }

@@ -54,6 +54,7 @@ fn principal(role: &str) -> Principal {
         key_id: None,
         scopes: None,
         session_id: None,
+        mfa: false,
         attributes: Default::default(),
     }
 }

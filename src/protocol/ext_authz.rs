@@ -15,8 +15,9 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::pb::google::rpc;
 use tonic::{Request as GrpcRequest, Response, Status};
 
-use crate::authorizer::Authorizer;
-use crate::domain::{Allow, Request};
+use crate::audit::{AuditEvent, AuditTrail};
+use crate::authorizer::{Authorizer, Trace};
+use crate::domain::{Allow, Denial, DenyKind, Request};
 use crate::identity::{SESSION_COOKIE, cookie_header_without_session};
 use crate::protocol::response::overwrite;
 use crate::protocol::{denial_response, status_for, to_request};
@@ -49,6 +50,7 @@ pub struct CheckService {
     authorizer: Arc<Authorizer>,
     upstream: UpstreamCredential,
     metrics: Arc<Metrics>,
+    audit: Option<AuditTrail>,
 }
 
 impl CheckService {
@@ -62,7 +64,14 @@ impl CheckService {
             authorizer,
             upstream,
             metrics,
+            audit: None,
         }
+    }
+
+    /// Records every decision in `trail` (and refuses what cannot be recorded).
+    pub fn with_audit(mut self, trail: Option<AuditTrail>) -> Self {
+        self.audit = trail;
+        self
     }
 
     /// The tonic server for this service, with the large message limit.
@@ -73,7 +82,11 @@ impl CheckService {
     /// Decides one converted request and builds Envoy's answer.
     pub async fn decide(&self, req: &Request) -> CheckResponse {
         let started = Instant::now();
-        match self.authorizer.check(req).await {
+        let outcome = match &self.audit {
+            None => self.authorizer.check(req).await,
+            Some(trail) => self.decide_recorded(req, trail, started).await,
+        };
+        match outcome {
             Ok(allow) => {
                 self.metrics.record_decision(true, "ok", started.elapsed());
                 tracing::debug!(
@@ -95,6 +108,42 @@ impl CheckService {
                 );
                 denial_response(&denial, &req.id)
             }
+        }
+    }
+
+    /// Decides and records the decision; a decision that cannot be recorded is refused.
+    async fn decide_recorded(
+        &self,
+        req: &Request,
+        trail: &AuditTrail,
+        started: Instant,
+    ) -> Result<Allow, Denial> {
+        let mut trace = Trace::default();
+        let outcome = self.authorizer.check_traced(req, Some(&mut trace)).await;
+        let redact = trail.redact_prompts();
+        let version = match &outcome {
+            Ok(allow) => allow.policy_version.clone(),
+            Err(_) => self.authorizer.policy().version.clone(),
+        };
+        let mut event =
+            AuditEvent::decision(req, outcome.as_ref(), &version, started.elapsed(), redact);
+        if let Err(d) = &outcome {
+            event = event.with_status(status_for(&d.kind));
+            if let Some(p) = &trace.principal {
+                event = event.with_principal(p);
+            }
+            if let Some(a) = &trace.action {
+                event = event.with_action(a, redact);
+            }
+        }
+        match trail.record(event).await {
+            Ok(()) => outcome,
+            // The trail logged why; never answer a decision that left no record.
+            Err(_) => Err(Denial::new(
+                DenyKind::Unavailable,
+                "audit_unavailable",
+                "the decision could not be recorded in the audit trail; try again",
+            )),
         }
     }
 

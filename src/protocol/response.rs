@@ -70,10 +70,14 @@ pub fn denial_response(denial: &Denial, request_id: &str) -> CheckResponse {
     ];
     match &denial.kind {
         DenyKind::Unauthenticated => {
-            let code = if denial.error == "missing_credential" {
-                ""
-            } else {
-                ", error=\"invalid_token\""
+            let code = match denial.error {
+                "missing_credential" => "",
+                // RFC 9470: the token or session is fine but a stronger login is needed.
+                "insufficient_user_authentication" => {
+                    ", error=\"insufficient_user_authentication\", \
+                     error_description=\"multi-factor authentication is required\""
+                }
+                _ => ", error=\"invalid_token\"",
             };
             headers.push(overwrite(
                 "www-authenticate",
@@ -195,6 +199,21 @@ mod tests {
             header(dh, "www-authenticate")
                 .unwrap()
                 .starts_with("Bearer")
+        );
+
+        let step_up = denial_response(
+            &Denial::new(
+                DenyKind::Unauthenticated,
+                "insufficient_user_authentication",
+                "x",
+            ),
+            "r",
+        );
+        assert_eq!(denied(&step_up).status.as_ref().unwrap().code, 401);
+        assert!(
+            header(denied(&step_up), "www-authenticate")
+                .unwrap()
+                .contains("error=\"insufficient_user_authentication\"")
         );
 
         let rl = denial_response(

@@ -9,6 +9,7 @@
 mod approvals;
 mod quota;
 mod records;
+mod sessions;
 mod sqlite;
 
 use std::sync::Arc;
@@ -24,6 +25,9 @@ pub use approvals::{
     UnknownApprovalStatus,
 };
 pub use quota::{QuotaCounter, QuotaOutcome, QuotaPeriod, QuotaStore, QuotaUnit};
+pub use sessions::{
+    ENDED_SESSION_RETENTION_SECS, LoginStateRecord, RefreshedClaims, SessionRecord, SessionStore,
+};
 
 /// Errors from the store. `Unavailable` is the only transient kind: the caller may decide
 /// from a cache, and must otherwise answer 503 (never allow).
@@ -59,7 +63,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The one storage interface every backend implements.
 #[async_trait::async_trait]
-pub trait Store: QuotaStore + ApprovalStore + Send + Sync + 'static {
+pub trait Store: QuotaStore + ApprovalStore + SessionStore + Send + Sync + 'static {
     // === users ===
     /// Creates a user; `Conflict` when the username exists.
     async fn create_user(&self, user: &UserRecord) -> StoreResult<()>;

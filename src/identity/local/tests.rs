@@ -320,6 +320,7 @@ async fn assertion_names_the_principal_for_sixty_seconds() {
         key_id: Some("0123456789abcdef".into()),
         scopes: None,
         session_id: None,
+        mfa: false,
         attributes: BTreeMap::new(),
     };
     let at = now();

@@ -221,20 +221,21 @@ fn whole_card(chars: &[char], run: &Run, hits: &mut Vec<Hit>) -> bool {
 fn card_windows(chars: &[char], run: &Run, covered: &[bool], hits: &mut Vec<Hit>) {
     let g = &run.groups;
     let size = |i: usize| g[i].1 - g[i].0;
+    let mut digits: Vec<u8> = Vec::with_capacity(19);
     for a in 0..g.len() {
         let singles = size(a) == 1;
-        let mut count = 0;
+        digits.clear();
         for b in a..g.len() {
             let fits = if singles {
                 size(b) == 1
             } else {
                 (3..=7).contains(&size(b))
             };
-            count += size(b);
-            if !fits || covered[b] || count > 19 {
+            if !fits || covered[b] || digits.len() + size(b) > 19 {
                 break;
             }
-            if count >= 13 && is_card(&group_digits(chars, &g[a..=b])) {
+            digits.extend(chars[g[b].0..g[b].1].iter().map(|c| *c as u8 - b'0'));
+            if digits.len() >= 13 && is_card(&digits) {
                 hits.push(Hit {
                     category: PiiCategory::CreditCard,
                     start: g[a].0,

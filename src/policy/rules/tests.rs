@@ -35,6 +35,7 @@ fn user(role: &str, attrs: &[(&str, &str)]) -> Principal {
         key_id: None,
         scopes: None,
         session_id: None,
+        mfa: false,
         attributes: attrs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -240,7 +241,7 @@ fn every_variable_is_defined() {
     let set = compile(&[(
         "all",
         r#"user.subject == "alice" && user.email == "alice@example.com" && user.kind == "user"
-            && user.auth == "jwt" && user.key_id == "" && "designers" in user.groups
+            && user.auth == "jwt" && user.key_id == "" && !user.mfa && "designers" in user.groups
             && user.attributes == {} && request.method == "POST"
             && request.path.startsWith("/v1/") && request.permission == "generation:create"
             && request.permissions == ["generation:create"] && request.action == "text-to-image"

@@ -29,6 +29,7 @@ use crate::domain::PrincipalKind;
 
 mod approvals;
 mod quota;
+mod sessions;
 
 /// How long a statement waits for another connection's (or process') write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,6 +59,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "quotas_approvals",
         include_str!("../../../migrations/sqlite/0003_quotas_approvals.sql"),
+    ),
+    (
+        4,
+        "sessions",
+        include_str!("../../../migrations/sqlite/0004_sessions.sql"),
     ),
 ];
 
