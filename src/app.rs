@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::authorizer::{Authorizer, AuthorizerParts};
 use crate::cli::{Cli, Command, PolicyCommand};
@@ -232,9 +232,12 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(check)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(ext_listener), async move {
-            let _ = grpc_shutdown.wait_for(|s| *s).await;
-        });
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(ext_listener).with_nodelay(Some(true)),
+            async move {
+                let _ = grpc_shutdown.wait_for(|s| *s).await;
+            },
+        );
     let http = http::serve(
         http_listener,
         http::HttpState {
