@@ -4,16 +4,18 @@
 //! inferguard's work.
 //!
 //! The server is built the way `inferguard serve` builds its ext_authz listener
-//! (`src/app.rs`): a tokio `TcpListener` fed to `serve_with_incoming_shutdown`, default
-//! `tonic::transport::Server` settings, and the same 64 MiB decoding limit — so the two differ
-//! only in what the Check handler does.
+//! (`src/app.rs`): a tokio `TcpListener` turned into tonic's `TcpIncoming` with `TCP_NODELAY`
+//! on, fed to `serve_with_incoming_shutdown`, default `tonic::transport::Server` settings,
+//! and the same 64 MiB decoding limit — so the two differ only in what the Check handler
+//! does. Keep it so when the listener in `src/app.rs` changes.
 //!
 //! ```sh
-//! cargo run --release --example noop_check -- 127.0.0.1:9291 [--nodelay]
+//! cargo run --release --example noop_check -- 127.0.0.1:9291 [--nagle]
 //! ```
 //!
-//! `--nodelay` sets `TCP_NODELAY` on accepted connections (tonic's `TcpIncoming`), which
-//! inferguard's listener does not do today: it shows what that setting is worth.
+//! `--nagle` leaves Nagle's algorithm on for accepted connections (`TcpListenerStream`, as
+//! inferguard did before it set `TCP_NODELAY`): answers written in two pieces then wait for
+//! the client's delayed ACK, and p99 jumps to ~40 ms.
 //!
 //! Stops on SIGINT or SIGTERM.
 
@@ -59,18 +61,18 @@ impl Authorization for Noop {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let nodelay = args.iter().any(|a| a == "--nodelay");
+    let nodelay = !args.iter().any(|a| a == "--nagle");
     let addr: SocketAddr = args
         .iter()
         .find(|a| !a.starts_with("--"))
         .map_or("127.0.0.1:9291", String::as_str)
         .parse()
-        .map_err(|e| format!("usage: noop_check [ADDR:PORT] [--nodelay] ({e})"))?;
+        .map_err(|e| format!("usage: noop_check [ADDR:PORT] [--nagle] ({e})"))?;
     let listener = TcpListener::bind(addr).await?;
     eprintln!(
         "noop_check listening on {} (TCP_NODELAY {})",
         listener.local_addr()?,
-        if nodelay { "on" } else { "off, as inferguard" }
+        if nodelay { "on, as inferguard" } else { "off" }
     );
 
     let mut term = signal(SignalKind::terminate())?;
@@ -87,7 +89,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         router.serve_with_incoming_shutdown(incoming, stop).await?;
     } else {
-        // What src/app.rs does: accepted sockets keep Nagle's algorithm on.
+        // Accepted sockets keep Nagle's algorithm on (tonic ignores its tcp_nodelay setting
+        // for a caller-supplied stream).
         router
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
             .await?;

@@ -25,7 +25,7 @@ use crate::identity::local::{LocalIssuer, TokenEndpoint};
 use crate::policy::Policy;
 use crate::protocol::{CheckService, UpstreamCredential};
 use crate::store::{self, DynStore};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, OtlpExporter};
 
 /// Runs one CLI invocation.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -47,6 +47,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Keys(cmd) => cmd.run(&cli_context(&cfg).await?).await,
             Command::Sessions(cmd) => cmd.run(&cli_context(&cfg).await?).await,
             Command::Approvals(cmd) => {
+                let policy = load_policy(&cfg.policy_path())?;
+                cmd.run(&cli_context(&cfg).await?, &policy).await
+            }
+            Command::Templates(cmd) => {
                 let policy = load_policy(&cfg.policy_path())?;
                 cmd.run(&cli_context(&cfg).await?, &policy).await
             }
@@ -190,6 +194,7 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
         quota: cfg.quota.clone(),
     }));
     let metrics = Arc::new(Metrics::new());
+    let (audit, otlp) = start_otlp(&cfg, audit, &metrics)?;
     let shared = Arc::new(Shared {
         authorizer: authorizer.clone(),
         store,
@@ -227,6 +232,7 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
 
     let check = CheckService::new(authorizer, upstream, metrics)
         .with_audit(audit.clone())
+        .with_otlp(otlp.clone())
         .into_server();
     let mut grpc_shutdown = shutdown_rx.clone();
     let grpc = tonic::transport::Server::builder()
@@ -272,8 +278,34 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     {
         tracing::error!(error = %e, "audit: final fsync/checkpoint failed");
     }
+    if let Some(otlp) = otlp {
+        // Blocking: a last try at what is queued, bounded by the exporter's timeouts.
+        let _ = tokio::task::spawn_blocking(move || otlp.shutdown()).await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the OTLP exporter when `audit.otlp` is set and makes the trail hand it every event.
+fn start_otlp(
+    cfg: &ServerConfig,
+    audit: Option<crate::audit::AuditTrail>,
+    metrics: &Metrics,
+) -> anyhow::Result<(Option<crate::audit::AuditTrail>, Option<Arc<OtlpExporter>>)> {
+    let Some(otlp_cfg) = cfg.audit.as_ref().and_then(|a| a.otlp.as_ref()) else {
+        return Ok((audit, None));
+    };
+    let otlp = OtlpExporter::start(otlp_cfg, metrics.otlp_dropped())?;
+    let audit = match audit {
+        Some(trail) => Some(trail.with_sink(otlp.clone())),
+        None => {
+            tracing::warn!(
+                "audit.otlp is set without audit.file: Check spans and metrics are exported, audit events are not"
+            );
+            None
+        }
+    };
+    Ok((audit, Some(otlp)))
 }
 
 /// How often cached JWKS are refreshed in the background (unknown `kid`s refetch sooner).

@@ -14,6 +14,7 @@ use crate::identity::{
     find_credential, principal_from_token, unauthenticated,
 };
 use crate::inference::{self, InferenceError};
+use crate::policy::approved::ApprovedTemplates;
 use crate::policy::{self, Policy, QuotaConfig, RuleOutcome};
 use crate::store::{Change, DynStore};
 
@@ -40,6 +41,8 @@ pub struct Authorizer {
     quota: QuotaConfig,
     store: DynStore,
     key_headers: Vec<String>,
+    /// Templates approved at run time, for `templates_only` roles.
+    templates: ApprovedTemplates,
 }
 
 /// What an [`Authorizer`] is built from.
@@ -79,6 +82,7 @@ impl Authorizer {
             quota: parts.quota,
             store: parts.store.clone(),
             key_headers: parts.key_headers,
+            templates: ApprovedTemplates::new(parts.store.clone(), parts.cache_ttl),
         }
     }
 
@@ -112,6 +116,7 @@ impl Authorizer {
                 self.keys.invalidate_all();
             }
             "service_account" => self.keys.invalidate_all(),
+            "template" => self.templates.invalidate(),
             _ => {}
         }
     }
@@ -120,6 +125,7 @@ impl Authorizer {
     pub fn flush_caches(&self) {
         self.keys.invalidate_all();
         self.users.invalidate_all();
+        self.templates.invalidate();
     }
 
     /// Headers that may carry a caller's credential (removed before the upstream).
@@ -202,7 +208,9 @@ impl Authorizer {
             t.action = Some(action.clone());
         }
         policy::decide(&policy, &principal, &action)?;
-        let findings = policy::check_content_and_templates(&policy, &principal, &action, &[])?;
+        let approved = self.approved_templates(&policy, &principal).await?;
+        let findings =
+            policy::check_content_and_templates(&policy, &principal, &action, &approved)?;
         let outcome = policy.rules.evaluate(&policy::RuleInput {
             principal: &principal,
             action: &action,
@@ -303,6 +311,30 @@ impl Authorizer {
                 Err(policy::pending_denial(&id, Some(&rule_ref), Some(message)))
             }
         }
+    }
+
+    /// The run-time approved templates when the principal's role is `templates_only` (the
+    /// store is not asked otherwise); a store failure refuses with 503, never allows.
+    async fn approved_templates(
+        &self,
+        policy: &Policy,
+        principal: &Principal,
+    ) -> Result<Arc<Vec<policy::Template>>, Denial> {
+        let templates_only = policy
+            .roles
+            .get(&principal.role)
+            .is_some_and(|r| r.templates_only);
+        if !templates_only {
+            return Ok(Arc::default());
+        }
+        self.templates.get().await.map_err(|e| {
+            tracing::error!(error = %e, "store lookup of the approved templates failed");
+            Denial::new(
+                DenyKind::Unavailable,
+                "store_unavailable",
+                "the template store is unreachable; try again",
+            )
+        })
     }
 
     async fn authenticate_token(

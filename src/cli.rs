@@ -9,6 +9,7 @@ use crate::commands::audit::AuditCommand;
 use crate::commands::keys::KeysCommand;
 use crate::commands::service_accounts::ServiceAccountsCommand;
 use crate::commands::sessions::SessionsCommand;
+use crate::commands::templates::TemplatesCommand;
 use crate::commands::users::UsersCommand;
 
 /// inferguard: identity, policy and audit for generative-model inference behind Envoy.
@@ -48,6 +49,9 @@ pub enum Command {
     /// Decide requests held for approval.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+    /// Propose, approve and retire prompt templates (`templates_only` roles).
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
     /// Validate policy and configuration files.
     #[command(subcommand)]
     Policy(PolicyCommand),

@@ -59,6 +59,15 @@ pub use writer::AuditTrail;
 
 use crate::store::StoreError;
 
+/// Receives every event an [`AuditTrail`] records, once written (the OTLP exporter).
+///
+/// `emit` runs on the thread that made the decision: it must return at once (queue, never
+/// wait on the network) and must not fail the decision.
+pub trait EventSink: Send + Sync {
+    /// Takes one recorded event.
+    fn emit(&self, event: &AuditEvent);
+}
+
 /// What a decision does when its audit record cannot be written (`audit.on_write_failure`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -43,7 +43,7 @@ use super::checkpoint::Checkpoint;
 use super::files::{TrailPaths, scan_tail};
 use super::keys::CheckpointKey;
 use super::record::{self, GENESIS_HASH, parse_line};
-use super::{AuditError, AuditEvent, OnWriteFailure};
+use super::{AuditError, AuditEvent, EventSink, OnWriteFailure};
 use crate::config::AuditConfig;
 use crate::store::DynStore;
 
@@ -63,6 +63,8 @@ pub(crate) type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 #[derive(Clone)]
 pub struct AuditTrail {
     inner: Arc<Handle>,
+    /// Where recorded events are also handed (the OTLP exporter), if anywhere.
+    sink: Option<Arc<dyn EventSink>>,
 }
 
 impl std::fmt::Debug for AuditTrail {
@@ -296,6 +298,7 @@ impl AuditTrail {
             "audit trail open"
         );
         Ok(AuditTrail {
+            sink: None,
             inner: Arc::new(Handle { core, wake }),
         })
     }
@@ -323,6 +326,9 @@ impl AuditTrail {
         match result {
             Ok(()) => {
                 let _ = self.inner.wake.try_send(Msg::Wake);
+                if let Some(sink) = &self.sink {
+                    sink.emit(event);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -339,7 +345,14 @@ impl AuditTrail {
                     action = event.action.as_deref().unwrap_or(""),
                     "audit record NOT written; {consequence}"
                 );
-                if allowed { Ok(()) } else { Err(e) }
+                if !allowed {
+                    return Err(e);
+                }
+                // Decided anyway: the exporter still sees the event.
+                if let Some(sink) = &self.sink {
+                    sink.emit(event);
+                }
+                Ok(())
             }
         }
     }
@@ -359,6 +372,14 @@ impl AuditTrail {
         tokio::task::spawn_blocking(move || core.flush(true))
             .await
             .map_err(|e| AuditError::io(self.inner.core.paths.dir(), io::Error::other(e)))?
+    }
+
+    /// Also hands every event this trail records (from [`record`](AuditTrail::record) and
+    /// [`record_now`](AuditTrail::record_now)) to `sink`, after it is written. The sink must
+    /// not block: it runs on the deciding thread.
+    pub fn with_sink(mut self, sink: Arc<dyn EventSink>) -> AuditTrail {
+        self.sink = Some(sink);
+        self
     }
 
     /// Whether prompts are stored as SHA-256 (`audit.redact_prompts`).

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod keys;
 pub mod service_accounts;
 pub mod sessions;
+pub mod templates;
 pub mod users;
 
 use std::collections::BTreeSet;

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 pub use policy_file::compile_policy;
 pub use server::{
-    ApiKeysConfig, AuditConfig, IdentityConfig, ListenConfig, PolicyRef, ServerConfig, StoreConfig,
-    UpstreamConfig,
+    ApiKeysConfig, AuditConfig, IdentityConfig, ListenConfig, OtlpConfig, OtlpProtocol, PolicyRef,
+    ServerConfig, StoreConfig, UpstreamConfig,
 };
 
 /// A configuration problem, located in its file.

@@ -148,6 +148,8 @@ pub struct PolicyRef {
 ///   signing_key_env: AUDIT_KEY    # env var holding an Ed25519 PKCS#8 PEM; or signing_key_file;
 ///                                 # neither = generated at first start and kept in the store
 ///   on_write_failure: deny        # or allow_and_alarm
+///   otlp:                         # absent = no OpenTelemetry export (see OtlpConfig)
+///     endpoint: "http://127.0.0.1:4317"
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,7 +161,10 @@ pub struct AuditConfig {
     /// Store the SHA-256 of prompts instead of their text.
     #[serde(default = "yes")]
     pub redact_prompts: bool,
-    pub otlp: Option<serde_yaml::Value>,
+    /// OpenTelemetry export (audit events as logs, a span per Check, decision metrics).
+    /// Absent: nothing is exported.
+    #[serde(default)]
+    pub otlp: Option<OtlpConfig>,
     /// The longest time records wait for a signed checkpoint (`10s`, `1m`; 1 s … 1 h).
     #[serde(
         default = "default_checkpoint_every",
@@ -209,8 +214,95 @@ impl AuditConfig {
         if self.signing_key_env.is_some() && self.signing_key_file.is_some() {
             return Err("audit.signing_key_env and audit.signing_key_file are both set".into());
         }
+        if let Some(otlp) = &self.otlp {
+            otlp.validate()?;
+        }
         Ok(())
     }
+}
+
+/// Wire protocol of the OTLP exporter (`audit.otlp.protocol`). Only gRPC is built in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC (tonic), usually port 4317.
+    #[default]
+    Grpc,
+}
+
+/// OpenTelemetry export to an OTLP collector (`audit.otlp`).
+///
+/// ```yaml
+/// otlp:
+///   endpoint: "http://127.0.0.1:4317"   # the collector's OTLP/gRPC receiver
+///   protocol: grpc                      # the only protocol supported
+///   timeout_ms: 5000                    # one export attempt's deadline
+///   queue_size: 2048                    # records (and spans) buffered while the collector is
+///                                       # slow or down; beyond it new ones are dropped, counted
+///                                       # in inferguard_otlp_dropped_total
+///   service_name: inferguard            # the `service.name` resource attribute
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's URL (`http://host:4317`).
+    #[serde(default = "default_otlp_endpoint")]
+    pub endpoint: String,
+    /// `grpc`.
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// The deadline of one export attempt, in milliseconds.
+    #[serde(default = "default_otlp_timeout_ms")]
+    pub timeout_ms: u64,
+    /// The most records (and, separately, spans) waiting for the collector (at least 1).
+    #[serde(default = "default_otlp_queue_size")]
+    pub queue_size: usize,
+    /// The `service.name` resource attribute.
+    #[serde(default = "default_otlp_service_name")]
+    pub service_name: String,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            endpoint: default_otlp_endpoint(),
+            protocol: OtlpProtocol::Grpc,
+            timeout_ms: default_otlp_timeout_ms(),
+            queue_size: default_otlp_queue_size(),
+            service_name: default_otlp_service_name(),
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// Checks what serde cannot: an http(s) endpoint, a non-empty queue, a timeout.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
+            return Err("audit.otlp.endpoint must be an http:// or https:// URL".into());
+        }
+        if self.queue_size == 0 || self.timeout_ms == 0 {
+            return Err(
+                "audit.otlp.queue_size and audit.otlp.timeout_ms must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn default_otlp_endpoint() -> String {
+    "http://127.0.0.1:4317".into()
+}
+
+fn default_otlp_timeout_ms() -> u64 {
+    5000
+}
+
+fn default_otlp_queue_size() -> usize {
+    2048
+}
+
+fn default_otlp_service_name() -> String {
+    "inferguard".into()
 }
 
 fn yes() -> bool {
@@ -256,6 +348,11 @@ impl ServerConfig {
                 line(&["identity", "local_users"]),
                 e.to_string(),
             ));
+        }
+        if let Some(otlp) = cfg.audit.as_ref().and_then(|a| a.otlp.as_ref())
+            && let Err(e) = otlp.validate()
+        {
+            return Err(ConfigError::new(path, line(&["audit", "otlp"]), e));
         }
         if let Some(oidc) = cfg.identity.oidc.take() {
             match oidc.validated() {

@@ -5,6 +5,7 @@
 //! resolution).
 
 pub mod approvals;
+pub mod approved;
 mod capabilities;
 pub mod content;
 pub mod quota;

@@ -7,7 +7,7 @@
 //! request (status_on_error), which keeps the system closed.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse, OkHttpResponse,
@@ -21,7 +21,7 @@ use crate::domain::{Allow, Denial, DenyKind, Request};
 use crate::identity::{SESSION_COOKIE, cookie_header_without_session};
 use crate::protocol::response::overwrite;
 use crate::protocol::{denial_response, status_for, to_request};
-use crate::telemetry::Metrics;
+use crate::telemetry::{CheckOutcome, Metrics, OtlpExporter};
 
 /// The credential inferguard sets for the upstream on every allowed request.
 #[derive(Clone)]
@@ -51,6 +51,7 @@ pub struct CheckService {
     upstream: UpstreamCredential,
     metrics: Arc<Metrics>,
     audit: Option<AuditTrail>,
+    otlp: Option<Arc<OtlpExporter>>,
 }
 
 impl CheckService {
@@ -65,7 +66,14 @@ impl CheckService {
             upstream,
             metrics,
             audit: None,
+            otlp: None,
         }
+    }
+
+    /// Exports a span (joining Envoy's `traceparent`) and metrics for every Check.
+    pub fn with_otlp(mut self, otlp: Option<Arc<OtlpExporter>>) -> Self {
+        self.otlp = otlp;
+        self
     }
 
     /// Records every decision in `trail` (and refuses what cannot be recorded).
@@ -82,6 +90,7 @@ impl CheckService {
     /// Decides one converted request and builds Envoy's answer.
     pub async fn decide(&self, req: &Request) -> CheckResponse {
         let started = Instant::now();
+        let wall = self.otlp.as_ref().map(|_| SystemTime::now());
         let outcome = match &self.audit {
             None => self.authorizer.check(req).await,
             Some(trail) => self.decide_recorded(req, trail, started).await,
@@ -95,6 +104,7 @@ impl CheckService {
                     role = %allow.principal.role, auth = allow.principal.auth.as_str(),
                     action = %allow.action.name, micros = started.elapsed().as_micros() as u64,
                 );
+                self.export_check(req, wall, started, None);
                 self.allow_response(req, &allow)
             }
             Err(denial) => {
@@ -106,8 +116,30 @@ impl CheckService {
                     error = denial.error, rule = denial.rule.as_deref().unwrap_or(""),
                     micros = started.elapsed().as_micros() as u64,
                 );
+                self.export_check(req, wall, started, Some(&denial));
                 denial_response(&denial, &req.id)
             }
+        }
+    }
+
+    /// Hands the Check's span and metrics to the OTLP exporter, if one is configured.
+    fn export_check(
+        &self,
+        req: &Request,
+        wall: Option<SystemTime>,
+        started: Instant,
+        denial: Option<&Denial>,
+    ) {
+        if let (Some(otlp), Some(wall)) = (&self.otlp, wall) {
+            otlp.record_check(CheckOutcome {
+                traceparent: req.header("traceparent"),
+                started: wall,
+                took: started.elapsed(),
+                request_id: &req.id,
+                allowed: denial.is_none(),
+                reason: denial.map_or("ok", |d| d.error),
+                status: denial.map(|d| status_for(&d.kind)),
+            });
         }
     }
 

@@ -11,6 +11,7 @@ mod quota;
 mod records;
 mod sessions;
 mod sqlite;
+mod templates;
 
 use std::sync::Arc;
 
@@ -27,6 +28,9 @@ pub use approvals::{
 pub use quota::{QuotaCounter, QuotaOutcome, QuotaPeriod, QuotaStore, QuotaUnit};
 pub use sessions::{
     ENDED_SESSION_RETENTION_SECS, LoginStateRecord, RefreshedClaims, SessionRecord, SessionStore,
+};
+pub use templates::{
+    TemplateOutcome, TemplateRecord, TemplateStatus, TemplateStore, UnknownTemplateStatus,
 };
 
 /// Errors from the store. `Unavailable` is the only transient kind: the caller may decide
@@ -63,7 +67,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The one storage interface every backend implements.
 #[async_trait::async_trait]
-pub trait Store: QuotaStore + ApprovalStore + SessionStore + Send + Sync + 'static {
+pub trait Store:
+    QuotaStore + ApprovalStore + SessionStore + TemplateStore + Send + Sync + 'static
+{
     // === users ===
     /// Creates a user; `Conflict` when the username exists.
     async fn create_user(&self, user: &UserRecord) -> StoreResult<()>;

@@ -1,4 +1,5 @@
-//! Prometheus metrics served at `/metrics`: decisions by result and reason, Check latency.
+//! Prometheus metrics served at `/metrics`: decisions by result and reason, Check latency,
+//! OTLP export drops.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     decisions: Family<DecisionLabels, Counter>,
     check_duration: Histogram,
+    otlp_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -52,10 +54,17 @@ impl Metrics {
             "Time to decide one Check",
             check_duration.clone(),
         );
+        let otlp_dropped = Counter::default();
+        registry.register(
+            "inferguard_otlp_dropped",
+            "Audit records and Check spans not exported because the OTLP queue was full",
+            otlp_dropped.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             decisions,
             check_duration,
+            otlp_dropped,
         }
     }
 
@@ -66,6 +75,11 @@ impl Metrics {
             .get_or_create(&DecisionLabels { result, reason })
             .inc();
         self.check_duration.observe(took.as_secs_f64());
+    }
+
+    /// `inferguard_otlp_dropped_total`, for the OTLP exporter to count its drops.
+    pub fn otlp_dropped(&self) -> Counter {
+        self.otlp_dropped.clone()
     }
 
     /// The Prometheus text exposition.
@@ -102,6 +116,12 @@ mod tests {
         assert!(
             text.contains("inferguard_check_duration_seconds_count 3"),
             "{text}"
+        );
+        m.otlp_dropped().inc();
+        assert!(
+            m.render().contains("inferguard_otlp_dropped_total 1"),
+            "{}",
+            m.render()
         );
     }
 }

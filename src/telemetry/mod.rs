@@ -1,4 +1,6 @@
-//! Structured logs: JSON lines on stderr, filtered by `RUST_LOG` (default `info`).
+//! Structured logs: JSON lines on stderr, filtered by `RUST_LOG` (default `info`); Prometheus
+//! metrics ([`Metrics`]); OpenTelemetry export of audit events, Check spans and metrics
+//! ([`OtlpExporter`], `audit.otlp`).
 
 use tracing_subscriber::EnvFilter;
 
@@ -25,5 +27,7 @@ pub fn init_logging(default_level: &str) {
 }
 
 mod metrics;
+pub mod otlp;
 
 pub use metrics::Metrics;
+pub use otlp::{CheckOutcome, OtlpExporter};

@@ -322,10 +322,13 @@ def raw_http(port: int, method: str, path: str, headers: dict[str, str], body: b
 class Stack:
     """One inferguard serve + one Envoy + one upstream, in one temp dir."""
 
-    def __init__(self, workdir: Path, *, identity: dict | None = None, policy_yaml: str | None = None):
+    def __init__(self, workdir: Path, *, identity: dict | None = None, policy_yaml: str | None = None,
+                 audit: dict | None = None):
         """`identity` replaces the `identity:` section of inferguard.yaml (default: API keys in
-        X-API-KEY); `policy_yaml` replaces the policy (default: POLICY_YAML)."""
+        X-API-KEY); `policy_yaml` replaces the policy (default: POLICY_YAML); `audit`, when
+        given, is written as the `audit:` section (default: none)."""
         self.dir = workdir
+        self.audit = audit
         self.identity = identity if identity is not None else {"api_keys": {"headers": ["x-api-key"]}}
         self.policy_yaml = policy_yaml if policy_yaml is not None else POLICY_YAML
         # (title, path) of other logs to attach to a failing test's report (e.g. an IdP's).
@@ -362,6 +365,7 @@ class Stack:
                     "upstream": {"header": "x-api-key", "api_key_env": "FOOOCUS_API_KEY"},
                     "identity": self.identity,
                     "policy": {"file": "policy.yaml"},
+                    **({"audit": self.audit} if self.audit is not None else {}),
                 },
                 sort_keys=False,
             )

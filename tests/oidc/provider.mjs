@@ -20,9 +20,30 @@
 //       -> aud "inferguard", signed with that algorithm (the default is urn:inferguard:RS256)
 //     urn:other-api:RS256 -> aud "other-api" (a token meant for another service)
 //
+// Browser sign-in (SSO tests): web clients registered with POST /__test/clients use the
+// authorization-code flow with PKCE (S256, required), get refresh tokens, RP-initiated logout
+// (/session/end) and back-channel logout (logout tokens POSTed to their backchannel_logout_uri,
+// session-bound: `sid` in ID and logout tokens). Consent is implied for them (first-party).
+//   * Scopes: openid, offline_access, email (email, email_verified), profile (name),
+//     groups (groups, department). Scope claims come from /me (userinfo), as oidc-provider
+//     does by default; the ID token carries sub, sid, amr, acr, auth_time, nonce.
+//   * The login page (/interaction/<uid>) is a plain form: #username, #password, an optional
+//     #otp one-time code (123456) and #submit. A password login gives
+//     amr ["pwd"] and acr urn:inferguard:test:pwd; with the code, amr ["pwd", "otp"] and acr
+//     urn:inferguard:test:mfa. Passwords are `<username>-password` unless set.
+//
 // Test-only admin endpoints (plain JSON over loopback, never in a real OP):
 //   GET  /__test/health
-//   POST /__test/users   {"username", "email", "groups": [...], "department"}   add or replace
+//   POST /__test/users   {"username", "email", "groups": [...], "department", "password"}
+//        add or replace
+//   POST /__test/clients {"client_id", "client_secret", "redirect_uris": [...],
+//        "post_logout_redirect_uris": [...], "backchannel_logout_uri"}  add or replace a web
+//        client (the provider is rebuilt behind the same socket, like rotation)
+//   GET  /__test/logins     [{"username", "amr", "acr", "at"}...]: completed sign-ins
+//   GET  /__test/backchannel [{"client_id", "ok", "error", "at"}...]: logout tokens sent
+//   POST /__test/tamper-next-nonce  the next authorization request's `nonce` is replaced, so
+//        its ID token carries a nonce the relying party never sent (a code minted for
+//        another request)
 //   POST /__test/rotate  {"keep_old": true|false}  a new RSA key with a new kid signs from now
 //        on; with keep_old the previous public key stays published, without it it is removed.
 //        Answers {"kid": new, "previous_kid": old, "published": [kids]}.
@@ -94,12 +115,13 @@ function keySet() {
 // Users (the directory behind the custom user grant)
 
 const users = new Map();
-function putUser({ username, email, groups, department }) {
+function putUser({ username, email, groups, department, password }) {
   if (typeof username !== 'string' || !username) throw new Error('username is required');
   users.set(username, {
     email: email ?? `${username}@example.com`,
     groups: Array.isArray(groups) ? groups : [],
     department: department ?? 'design',
+    password: password ?? `${username}-password`,
   });
 }
 putUser({ username: 'alice', groups: ['fooocus_designers_basic'], department: 'design' });
@@ -128,6 +150,36 @@ function resourceServer(resource) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Web clients (browser sign-in), sign-ins and back-channel logouts seen
+
+const OTP_CODE = '123456';
+const ACR_PWD = 'urn:inferguard:test:pwd';
+const ACR_MFA = 'urn:inferguard:test:mfa';
+const webClients = new Map();
+const logins = [];
+let tamperNextNonce = false;
+const backchannel = [];
+
+function putWebClient(body) {
+  const { client_id: clientId, client_secret: clientSecret } = body;
+  if (!clientId || !clientSecret) throw new Error('client_id and client_secret are required');
+  const client = {
+    client_id: clientId,
+    client_secret: clientSecret,
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    redirect_uris: body.redirect_uris ?? [],
+    post_logout_redirect_uris: body.post_logout_redirect_uris ?? [],
+    token_endpoint_auth_method: 'client_secret_basic',
+  };
+  if (body.backchannel_logout_uri) {
+    client.backchannel_logout_uri = body.backchannel_logout_uri;
+    client.backchannel_logout_session_required = true;
+  }
+  webClients.set(clientId, client);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The provider
 
 function claimsFor(subject) {
@@ -139,6 +191,7 @@ function claimsFor(subject) {
 function buildProvider() {
   const provider = new Provider(issuer, {
     clients: [
+      ...webClients.values(),
       {
         client_id: CLIENT_ID,
         client_secret: CLIENT_SECRET,
@@ -158,13 +211,60 @@ function buildProvider() {
     ],
     jwks: keySet(),
     cookies: { keys: ['inferguard-test-cookie-key'] },
+    scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+    claims: {
+      email: ['email', 'email_verified'],
+      profile: ['name'],
+      groups: ['groups', 'department'],
+    },
+    acrValues: [ACR_PWD, ACR_MFA],
+    findAccount: async (_ctx, id) => {
+      const user = users.get(id);
+      if (!user) return undefined;
+      return {
+        accountId: id,
+        claims: async () => ({
+          sub: id,
+          email: user.email,
+          email_verified: true,
+          name: id,
+          groups: user.groups,
+          department: user.department,
+        }),
+      };
+    },
+    pkce: { methods: ['S256'], required: () => true },
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    loadExistingGrant: async (ctx) => {
+      const { client, session } = ctx.oidc;
+      const grantId = ctx.oidc.result?.consent?.grantId || session.grantIdFor(client.clientId);
+      let grant = grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined;
+      if (!webClients.has(client.clientId)) return grant;
+      // First-party web clients: consent is implied for whatever they ask.
+      if (!grant) grant = new ctx.oidc.provider.Grant({ clientId: client.clientId, accountId: session.accountId });
+      grant.addOIDCScope(ctx.oidc.params.scope ?? 'openid');
+      await grant.save();
+      return grant;
+    },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
+      backchannelLogout: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        logoutSource: async (ctx, form) => {
+          ctx.body = `<!DOCTYPE html><html><head><meta charset="utf-8"><title>Sign out</title></head>
+            <body><h1>Sign out of the test IdP?</h1>${form}
+            <button id="logout" type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>
+            </body></html>`;
+        },
+      },
       resourceIndicators: {
         enabled: true,
-        defaultResource: () => 'urn:inferguard:RS256',
-        useGrantedResource: () => true,
+        // Web clients get opaque access tokens for the userinfo endpoint, no resource.
+        defaultResource: (_ctx, client) => (webClients.has(client?.clientId) ? undefined : 'urn:inferguard:RS256'),
+        useGrantedResource: (_ctx, model) => !webClients.has(model?.clientId),
         getResourceServerInfo: (_ctx, resource) => resourceServer(resource),
       },
     },
@@ -207,6 +307,13 @@ function buildProvider() {
   );
 
   provider.on('server_error', (_ctx, err) => console.error('server_error', err));
+  provider.on('backchannel.success', (_ctx, client) => {
+    backchannel.push({ client_id: client.clientId, ok: true, at: Date.now() });
+  });
+  provider.on('backchannel.error', (_ctx, err, client) => {
+    console.error('backchannel.error', client.clientId, String(err?.message ?? err));
+    backchannel.push({ client_id: client.clientId, ok: false, error: String(err?.message ?? err), at: Date.now() });
+  });
   return provider;
 }
 
@@ -234,6 +341,78 @@ function readJson(req) {
   });
 }
 
+function readForm(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => resolve(new URLSearchParams(Buffer.concat(chunks).toString('utf8'))));
+    req.on('error', reject);
+  });
+}
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function loginPage(res, uid, params, error) {
+  const stepUp = String(params.acr_values ?? '').includes(ACR_MFA);
+  const html = `<!DOCTYPE html><html><head><meta charset="utf-8"><title>Sign in</title></head><body>
+    <h1>Sign in to the test IdP</h1>
+    ${stepUp ? '<p id="step-up">This page needs a second factor: enter your one-time code.</p>' : ''}
+    ${error ? `<p id="error">${escapeHtml(error)}</p>` : ''}
+    <form method="post" action="/interaction/${escapeHtml(uid)}/login" autocomplete="off">
+      <label>Username <input id="username" name="username" autofocus></label>
+      <label>Password <input id="password" name="password" type="password"></label>
+      <label>One-time code <input id="otp" name="otp" inputmode="numeric"></label>
+      <button id="submit" type="submit">Sign in</button>
+    </form></body></html>`;
+  res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(html);
+}
+
+// The interaction (login) pages of the browser flow.
+async function interaction(req, res) {
+  const [, , uid, action] = req.url.split('?')[0].split('/');
+  try {
+    const details = await provider.interactionDetails(req, res);
+    if (details.uid !== uid) throw new Error('interaction mismatch');
+    const { prompt, params } = details;
+    if (req.method === 'GET' && !action) {
+      if (prompt.name === 'login') return loginPage(res, uid, params);
+      // Consent (scopes a grant lacks): first-party, granted at once.
+      const grant = details.grantId
+        ? await provider.Grant.find(details.grantId)
+        : new provider.Grant({ accountId: details.session.accountId, clientId: params.client_id });
+      grant.addOIDCScope(params.scope ?? 'openid');
+      const grantId = await grant.save();
+      return provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    }
+    if (req.method === 'POST' && action === 'login') {
+      const form = await readForm(req);
+      const username = form.get('username') ?? '';
+      const user = users.get(username);
+      if (!user || form.get('password') !== user.password) {
+        return loginPage(res, uid, params, 'Wrong username or password.');
+      }
+      const otp = form.get('otp') ?? '';
+      if (otp && otp !== OTP_CODE) return loginPage(res, uid, params, 'Wrong one-time code.');
+      const amr = otp ? ['pwd', 'otp'] : ['pwd'];
+      const acr = otp ? ACR_MFA : ACR_PWD;
+      logins.push({ username, amr, acr, at: Date.now() });
+      return provider.interactionFinished(
+        req,
+        res,
+        { login: { accountId: username, amr, acr, remember: true } },
+        { mergeWithLastSubmission: false },
+      );
+    }
+    return reply(res, 404, { error: 'not_found' });
+  } catch (e) {
+    console.error('interaction error', String(e?.message ?? e));
+    return reply(res, 400, { error: String(e?.message ?? e) });
+  }
+}
+
 function reply(res, status, body) {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
@@ -249,6 +428,22 @@ async function admin(req, res) {
     if (req.method === 'POST' && path === '/__test/users') {
       putUser(await readJson(req));
       return reply(res, 200, { ok: true });
+    }
+    if (req.method === 'POST' && path === '/__test/clients') {
+      putWebClient(await readJson(req));
+      provider = buildProvider();
+      handler = provider.callback();
+      return reply(res, 200, { ok: true });
+    }
+    if (req.method === 'POST' && path === '/__test/tamper-next-nonce') {
+      tamperNextNonce = true;
+      return reply(res, 200, { ok: true });
+    }
+    if (req.method === 'GET' && path === '/__test/logins') {
+      return reply(res, 200, logins);
+    }
+    if (req.method === 'GET' && path === '/__test/backchannel') {
+      return reply(res, 200, backchannel);
     }
     if (req.method === 'POST' && path === '/__test/rotate') {
       const { keep_old: keepOld = false } = await readJson(req);
@@ -281,7 +476,19 @@ const server = http.createServer((req, res) => {
     admin(req, res);
     return;
   }
+  if (req.url.startsWith('/interaction/')) {
+    interaction(req, res);
+    return;
+  }
   const path = req.url.split('?')[0];
+  if (path === '/auth' && tamperNextNonce) {
+    const url = new URL(req.url, issuer);
+    if (url.searchParams.has('nonce')) {
+      url.searchParams.set('nonce', `tampered-${crypto.randomBytes(8).toString('hex')}`);
+      req.url = `${url.pathname}${url.search}`;
+      tamperNextNonce = false;
+    }
+  }
   if (path === '/jwks') fetches.jwks.push(Date.now());
   if (path === '/.well-known/openid-configuration') fetches.discovery.push(Date.now());
   handler(req, res);

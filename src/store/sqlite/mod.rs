@@ -30,6 +30,7 @@ use crate::domain::PrincipalKind;
 mod approvals;
 mod quota;
 mod sessions;
+mod templates;
 
 /// How long a statement waits for another connection's (or process') write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,6 +65,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "sessions",
         include_str!("../../../migrations/sqlite/0004_sessions.sql"),
+    ),
+    (
+        5,
+        "templates",
+        include_str!("../../../migrations/sqlite/0005_templates.sql"),
     ),
 ];
 
