@@ -80,6 +80,7 @@ fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state.shared)
         .merge(local_login_routes(state.local))
         .merge(sso_routes(state.sso))
@@ -207,6 +208,14 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str)
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n")
     }
+}
+
+/// Prometheus text exposition (`inferguard_decisions_total`, `inferguard_check_duration_seconds`, …).
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        shared.metrics.render(),
+    )
 }
 
 /// `POST /auth/token` and `GET /auth/jwks.json`. Needs the peer address

@@ -363,6 +363,9 @@ impl AuditTrail {
     pub async fn record_durable(&self, event: AuditEvent) -> Result<(), AuditError> {
         let json = serde_json::to_vec(&event)?;
         self.inner.core.append(Some(&json))?;
+        if let Some(sink) = &self.sink {
+            sink.emit(&event);
+        }
         self.close().await
     }
 
@@ -374,9 +377,9 @@ impl AuditTrail {
             .map_err(|e| AuditError::io(self.inner.core.paths.dir(), io::Error::other(e)))?
     }
 
-    /// Also hands every event this trail records (from [`record`](AuditTrail::record) and
-    /// [`record_now`](AuditTrail::record_now)) to `sink`, after it is written. The sink must
-    /// not block: it runs on the deciding thread.
+    /// Also hands every event this trail records to `sink`, once written (or, with
+    /// `on_write_failure: allow_and_alarm`, once the failure is logged). The sink must not
+    /// block: it runs on the deciding thread.
     pub fn with_sink(mut self, sink: Arc<dyn EventSink>) -> AuditTrail {
         self.sink = Some(sink);
         self

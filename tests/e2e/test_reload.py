@@ -75,3 +75,16 @@ def test_disabled_user_is_refused_within_two_seconds(stack, upstream):
     upstream.clear()
     body = assert_refused(stack.post(T2I, SPEED, key=key), 401, upstream)
     assert body["error"] == "disabled_principal"
+
+
+def test_metrics_count_decisions(stack):
+    import requests
+
+    user = stack.create_user("designer_basic")
+    key = stack.create_key(user=user)
+    assert status_of(stack, key) == 200
+    stack.post(T2I, SPEED, key="fk_not_a_key")
+    text = requests.get(f"http://127.0.0.1:{stack.http_port}/metrics", timeout=5).text
+    assert 'inferguard_decisions_total{result="allow",reason="ok"}' in text
+    assert 'inferguard_decisions_total{result="deny",reason="invalid_api_key"}' in text
+    assert "inferguard_check_duration_seconds_count" in text
