@@ -31,6 +31,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
+/// The same allocator as inferguard, so the baseline stays like-for-like.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// inferguard's `MAX_CHECK_MESSAGE_BYTES` (src/protocol/ext_authz.rs), repeated here so the
 /// baseline decodes under the same limit.
 const MAX_CHECK_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

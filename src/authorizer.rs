@@ -15,7 +15,7 @@ use crate::identity::{
 };
 use crate::inference::{self, InferenceError};
 use crate::policy::approved::ApprovedTemplates;
-use crate::policy::{self, Policy, QuotaConfig, RuleOutcome};
+use crate::policy::{self, Policy, QuotaConfig, RuleOutcome, StoredLimits};
 use crate::store::{Change, DynStore};
 
 /// What the pipeline learned about a request before deciding it.
@@ -126,6 +126,9 @@ impl Authorizer {
         self.keys.invalidate_all();
         self.users.invalidate_all();
         self.templates.invalidate();
+        if let Some(sessions) = &self.sessions {
+            sessions.flush();
+        }
     }
 
     /// Headers that may carry a caller's credential (removed before the upstream).
@@ -161,7 +164,9 @@ impl Authorizer {
             ));
         }
 
-        let principal = match find_credential(req, &self.key_headers)? {
+        // Users authenticated by token or session have no stored key limits (only keys and
+        // service accounts, which authenticate by key, do).
+        let (principal, stored_limits) = match find_credential(req, &self.key_headers)? {
             None => {
                 if let Some(redirect) = self.login.as_ref().and_then(|l| l.for_request(req)) {
                     return Err(redirect);
@@ -178,14 +183,27 @@ impl Authorizer {
                         "browser sessions are not enabled",
                     ));
                 };
-                sessions.authenticate(&id, &policy, now).await?
+                let principal = match sessions.authenticate(&id, &policy, now).await {
+                    Ok(p) => p,
+                    // A stale or unknown session: a browser signs in again.
+                    Err(d) if d.kind == DenyKind::Unauthenticated => {
+                        return Err(self
+                            .login
+                            .as_ref()
+                            .and_then(|l| l.for_request(req))
+                            .unwrap_or(d));
+                    }
+                    Err(d) => return Err(d),
+                };
+                (principal, StoredLimits::default())
             }
             Some(Credential::ApiKey { text, .. }) => {
                 self.keys.authenticate(text, &policy, now).await?
             }
-            Some(Credential::Bearer { token }) => {
-                self.authenticate_token(token, &policy, now).await?
-            }
+            Some(Credential::Bearer { token }) => (
+                self.authenticate_token(token, &policy, now).await?,
+                StoredLimits::default(),
+            ),
         };
 
         if let Some(t) = trace.as_deref_mut() {
@@ -203,6 +221,13 @@ impl Authorizer {
             )
             .with_rule("routes"));
         };
+        crate::identity::oidc::check_mfa(
+            &principal,
+            policy.roles.get(&principal.role),
+            route,
+            self.login.as_ref(),
+            req,
+        )?;
         let action = inference::understand(route, req).map_err(refusal_for)?;
         if let Some(t) = trace {
             t.action = Some(action.clone());
@@ -249,11 +274,12 @@ impl Authorizer {
 
         // Quota last: a request refused for any other reason costs nothing.
         let role = &policy.roles[&principal.role];
-        let quota = policy::quota::enforce(
+        let quota = policy::quota::enforce_known(
             &*self.store,
             &self.quota,
             role,
             &principal,
+            Some(&stored_limits),
             &action,
             now_utc,
         )

@@ -93,13 +93,23 @@ fn session_cookie(req: &Request) -> Result<Option<String>, Denial> {
     Ok(found.filter(|v| !v.is_empty()))
 }
 
-/// The `cookie` header without the session cookie (so the upstream never sees it), or `None`
-/// when nothing else is left.
+/// Every cookie inferguard sets starts with this (the session, the login-state binding).
+pub const INFERGUARD_COOKIE_PREFIX: &str = "__Host-inferguard-";
+
+/// The `cookie` header without inferguard's own cookies (so the upstream never sees the
+/// session or login state), or `None` when nothing else is left.
 pub fn cookie_header_without_session(header: &str) -> Option<String> {
     let rest: Vec<&str> = header
         .split(';')
         .map(str::trim)
-        .filter(|c| !c.is_empty() && c.split('=').next().map(str::trim) != Some(SESSION_COOKIE))
+        .filter(|c| {
+            !c.is_empty()
+                && !c
+                    .split('=')
+                    .next()
+                    .map(str::trim)
+                    .is_some_and(|name| name.starts_with(INFERGUARD_COOKIE_PREFIX))
+        })
         .collect();
     (!rest.is_empty()).then(|| rest.join("; "))
 }
@@ -208,6 +218,10 @@ mod tests {
             None
         );
         assert_eq!(cookie_header_without_session("a=1").as_deref(), Some("a=1"));
+        assert_eq!(
+            cookie_header_without_session("__Host-inferguard-login-ab=x; a=1").as_deref(),
+            Some("a=1")
+        );
     }
 
     #[test]

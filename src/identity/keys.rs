@@ -13,7 +13,7 @@ use crate::domain::{
 };
 use crate::identity::cache::FeedCache;
 use crate::identity::{api_key, unauthenticated};
-use crate::policy::Policy;
+use crate::policy::{Policy, StoredLimits};
 use crate::store::{ApiKeyRecord, DynStore, StoreError};
 
 /// A key together with the state of its owner at load time.
@@ -27,6 +27,8 @@ pub struct KeyGrant {
     pub owner_disabled: bool,
     /// The key's scopes, parsed.
     pub scopes: Option<Vec<Permission>>,
+    /// Quota limits kept with the key and its service account, so quotas cost no lookup.
+    pub limits: StoredLimits,
 }
 
 /// Authenticates `fk_…` keys.
@@ -44,13 +46,14 @@ impl KeyAuthenticator {
         }
     }
 
-    /// Turns the presented key text into a principal, or the refusal to give.
+    /// Turns the presented key text into a principal (with the quota limits stored with the
+    /// key), or the refusal to give.
     pub async fn authenticate(
         &self,
         text: &str,
         policy: &Policy,
         now: i64,
-    ) -> Result<Principal, Denial> {
+    ) -> Result<(Principal, StoredLimits), Denial> {
         let invalid = || unauthenticated("invalid_api_key", "the API key is not valid");
         let presented = api_key::parse(text).ok_or_else(invalid)?;
         let grant = self.grant(presented.id).await.map_err(|e| {
@@ -84,7 +87,7 @@ impl KeyAuthenticator {
                 "the key's owner is disabled",
             ));
         }
-        Ok(principal_for(&grant, policy))
+        Ok((principal_for(&grant, policy), grant.limits.clone()))
     }
 
     /// Drops one key from the cache.
@@ -120,6 +123,7 @@ impl KeyAuthenticator {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
+        let key_limits = StoredLimits::from_records(Some(&key), None);
         let grant = match key.owner.kind {
             PrincipalKind::User => match self.store.get_user(&key.owner.name).await? {
                 // A key whose owner vanished is treated as a disabled owner: fail closed.
@@ -129,6 +133,7 @@ impl KeyAuthenticator {
                     owner_role: None,
                     owner_attributes: Default::default(),
                     owner_disabled: true,
+                    limits: key_limits.clone(),
                     scopes,
                 },
                 Some(u) => KeyGrant {
@@ -137,6 +142,7 @@ impl KeyAuthenticator {
                     owner_role: u.role,
                     owner_attributes: u.attributes,
                     owner_disabled: u.disabled,
+                    limits: key_limits.clone(),
                     scopes,
                 },
             },
@@ -148,9 +154,11 @@ impl KeyAuthenticator {
                         owner_role: None,
                         owner_attributes: Default::default(),
                         owner_disabled: true,
+                        limits: key_limits.clone(),
                         scopes,
                     },
                     Some(sa) => KeyGrant {
+                        limits: StoredLimits::from_records(Some(&key), Some(&sa)),
                         key,
                         owner_email: None,
                         owner_role: Some(sa.role),

@@ -10,7 +10,10 @@ pub mod oidc;
 mod session;
 mod users;
 
-pub use credential::{Credential, SESSION_COOKIE, cookie_header_without_session, find_credential};
+pub use credential::{
+    Credential, INFERGUARD_COOKIE_PREFIX, SESSION_COOKIE, cookie_header_without_session,
+    find_credential,
+};
 pub use keys::{KeyAuthenticator, KeyGrant};
 pub use session::{LoginRedirect, SessionAuthenticator};
 pub use users::{UserDirectory, principal_from_token};

@@ -11,6 +11,10 @@ use super::json::invalid;
 
 /// The LoRA names tagged in the line of `prompt` that Fooocus parses.
 pub(crate) fn prompt_tags(prompt: &str) -> Vec<String> {
+    // Collapsing spaces and trimming cannot create a tag: without `<lora:` there is none.
+    if !prompt.contains("<lora:") {
+        return Vec::new();
+    }
     match first_line(prompt) {
         Some(line) => line.split(',').flat_map(tags_in).collect(),
         None => Vec::new(),
@@ -65,6 +69,9 @@ fn split_lines(s: &str) -> Vec<&str> {
 fn safe_str(line: &str) -> String {
     let mut s = line.to_string();
     for _ in 0..16 {
+        if !s.contains("  ") {
+            break;
+        }
         s = s.replace("  ", " ");
     }
     s.trim_matches([',', '.', ' ', '\r', '\n']).to_string()

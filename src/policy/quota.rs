@@ -401,13 +401,30 @@ pub async fn enforce<S: Store + ?Sized>(
     action: &Action,
     now: DateTime<Utc>,
 ) -> Result<QuotaGrant, Denial> {
+    enforce_known(store, cfg, role, principal, None, action, now).await
+}
+
+/// [`enforce`] with the principal's stored limits already known (from the cached key), so
+/// the hot path costs no lookup; `None` reads them from the store.
+pub async fn enforce_known<S: Store + ?Sized>(
+    store: &S,
+    cfg: &QuotaConfig,
+    role: &Role,
+    principal: &Principal,
+    known: Option<&StoredLimits>,
+    action: &Action,
+    now: DateTime<Utc>,
+) -> Result<QuotaGrant, Denial> {
     if !draws_on_quota(cfg, action) {
         return Ok(QuotaGrant::default());
     }
-    let stored = StoredLimits::load(store, principal).await.map_err(|e| {
-        tracing::error!(error = %e, "store lookup for quota limits failed");
-        unavailable()
-    })?;
+    let stored = match known {
+        Some(limits) => limits.clone(),
+        None => StoredLimits::load(store, principal).await.map_err(|e| {
+            tracing::error!(error = %e, "store lookup for quota limits failed");
+            unavailable()
+        })?,
+    };
     let plan = plan(cfg, role, principal, &stored, action, now);
     consume(store, &plan, now).await
 }

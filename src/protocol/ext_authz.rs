@@ -18,7 +18,7 @@ use tonic::{Request as GrpcRequest, Response, Status};
 use crate::audit::{AuditEvent, AuditTrail};
 use crate::authorizer::{Authorizer, Trace};
 use crate::domain::{Allow, Denial, DenyKind, Request};
-use crate::identity::{SESSION_COOKIE, cookie_header_without_session};
+use crate::identity::{INFERGUARD_COOKIE_PREFIX, cookie_header_without_session};
 use crate::protocol::response::overwrite;
 use crate::protocol::{denial_response, status_for, to_request};
 use crate::telemetry::{CheckOutcome, Metrics, OtlpExporter};
@@ -205,7 +205,7 @@ impl CheckService {
         // The session cookie is the caller's credential: the upstream never sees it.
         let mut drop_cookie = false;
         if let Some(cookies) = req.header("cookie")
-            && cookies.contains(SESSION_COOKIE)
+            && cookies.contains(INFERGUARD_COOKIE_PREFIX)
         {
             match cookie_header_without_session(cookies) {
                 Some(rest) => set.push(("cookie", rest)),

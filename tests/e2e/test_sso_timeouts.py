@@ -57,6 +57,10 @@ def test_idle_timeout(stack, op):
     r = api(b)
     assert r.status_code == 401 and r.json()["error"] == "session_expired", r.text
     assert api(b).status_code == 401, "an expired session stays ended"
+    # A browser with the stale cookie is sent to sign in again, back to the same page.
+    r = b.get("/ui/page?x=1")
+    assert r.status_code == 302, f"a browser with an expired session must go to the login: {r.status_code} {r.text}"
+    assert r.headers["Location"] == "/auth/login?rd=%2Fui%2Fpage%3Fx%3D1"
 
 
 def test_activity_slides_the_idle_timeout_but_not_the_absolute_one(stack, op):
