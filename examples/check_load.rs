@@ -152,6 +152,9 @@ struct Args {
         hide_env_values = true
     )]
     key: String,
+    /// Send `authorization: Bearer TOKEN` instead of an API key (the JWT path).
+    #[arg(long, env = "BENCH_BEARER", default_value = "", hide_env_values = true)]
+    bearer: String,
     /// HTTP/2 connections.
     #[arg(short = 'c', long, default_value_t = 4)]
     connections: usize,
@@ -252,8 +255,14 @@ fn wire_body() -> String {
 
 /// The CheckRequest Envoy builds for the benchmark request (`with_request_body` with
 /// `pack_as_bytes: true`, so the body travels in `raw_body`).
-fn check_request(key: &str) -> CheckRequest {
+fn check_request(key: &str, bearer: &str) -> CheckRequest {
     let body = wire_body().into_bytes();
+    let authorization = format!("Bearer {bearer}");
+    let (credential_header, credential) = if bearer.is_empty() {
+        ("x-api-key", key)
+    } else {
+        ("authorization", authorization.as_str())
+    };
     let headers: HashMap<String, String> = [
         (":authority", "fooocus.internal:10000"),
         (":method", "POST"),
@@ -263,7 +272,7 @@ fn check_request(key: &str) -> CheckRequest {
         ("content-type", "application/json"),
         ("content-length", &body.len().to_string()),
         ("user-agent", "python-requests/2.32.3"),
-        ("x-api-key", key),
+        (credential_header, credential),
         ("x-forwarded-proto", "http"),
         ("x-request-id", "5f0c6b1e-2a4d-4f7e-9c3b-8e1d2a7f6b40"),
     ]
@@ -447,7 +456,7 @@ async fn fixed_rate(
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let req = check_request(&args.key);
+    let req = check_request(&args.key, &args.bearer);
     if let Some(path) = &args.write_grpc_body {
         std::fs::write(path, grpc_frame(&req))?;
         eprintln!(
@@ -460,7 +469,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Ok(());
         }
     }
-    if args.key.is_empty() {
+    if args.key.is_empty() && args.bearer.is_empty() {
         eprintln!("check_load: no --key (or BENCH_API_KEY): inferguard will refuse every Check");
     }
     if args.connections == 0 || args.streams == 0 {
