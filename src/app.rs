@@ -55,6 +55,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 cmd.run(&cli_context(&cfg).await?, &policy).await
             }
             Command::Audit(cmd) => cmd.run(&cfg, open_store(&cfg).await?).await,
+            Command::Report(cmd) => {
+                // Read-only: the trail files are read directly, never opened for writing.
+                let policy = load_policy(&cfg.policy_path())?;
+                let sources = crate::commands::report::ReportSources::from_config(
+                    &cfg,
+                    open_store(&cfg).await?,
+                    policy.default_role.clone(),
+                );
+                cmd.run(&sources).await
+            }
             Command::Policy(_) => unreachable!("handled above"),
         }
     })

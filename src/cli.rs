@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::approvals::ApprovalsCommand;
 use crate::commands::audit::AuditCommand;
 use crate::commands::keys::KeysCommand;
+use crate::commands::report::ReportCommand;
 use crate::commands::service_accounts::ServiceAccountsCommand;
 use crate::commands::sessions::SessionsCommand;
 use crate::commands::templates::TemplatesCommand;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Verify audit trails (`audit verify` needs no --config).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Compliance reports from the store and the audit trail (table, CSV or JSON).
+    #[command(subcommand)]
+    Report(ReportCommand),
 }
 
 /// `inferguard policy …`.

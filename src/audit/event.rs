@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::security::{self, SecurityEvent, Severity};
 use crate::domain::{
     Action, Allow, AuthMethod, Denial, DenyKind, Permission, Principal, PrincipalKind, Request,
     RoleSource,
@@ -24,6 +25,9 @@ pub enum EventType {
     Decision,
     /// A change to users, keys, roles, sessions, approvals or the policy, or a trail event.
     Admin,
+    /// A finding of the security detectors (`auth_failure_burst`, `key_new_address_range`),
+    /// recorded beside the decision that raised it.
+    Security,
 }
 
 /// How an event ended.
@@ -48,8 +52,15 @@ pub enum Outcome {
 /// `audit.redact_prompts` is on ([`AuditEvent::with_action`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEvent {
-    /// `decision` or `admin`.
+    /// `decision`, `admin` or `security`.
     pub event_type: EventType,
+    /// How much the record matters to a SIEM: `info`, `low`, `medium` or `high` (set by
+    /// [`security::classify`] when the event is built).
+    pub severity: Severity,
+    /// The security event this record is, if any (`prohibited_content`,
+    /// `auth_failure_burst`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_event: Option<SecurityEvent>,
     /// A random id unique to this event (128 bits, hex).
     pub event_id: String,
     /// The request id (`x-request-id`) of a decision.
@@ -187,6 +198,8 @@ impl AuditEvent {
     fn empty(event_type: EventType, result: Outcome) -> AuditEvent {
         AuditEvent {
             event_type,
+            severity: Severity::Info,
+            security_event: None,
             event_id: hex::encode(rand::random::<[u8; 16]>()),
             request_id: None,
             user_id: None,
@@ -272,6 +285,24 @@ impl AuditEvent {
                 }
             }
         }
+        event.classified()
+    }
+
+    /// Sets `severity` and `security_event` from [`security::classify`].
+    fn classified(mut self) -> AuditEvent {
+        let (severity, name) = security::classify(&self);
+        self.severity = severity;
+        self.security_event = name;
+        self
+    }
+
+    /// A record of the security detectors: `name` at `severity`; the caller adds the
+    /// address or key id and `details`.
+    pub fn security(name: SecurityEvent, severity: Severity, result: Outcome) -> AuditEvent {
+        let mut event = AuditEvent::empty(EventType::Security, result);
+        event.severity = severity;
+        event.security_event = Some(name);
+        event.action = Some(name.as_str().to_string());
         event
     }
 
@@ -345,7 +376,7 @@ impl AuditEvent {
         event.action = Some(short(action));
         event.target = Some(short(target));
         event.details = (!details.is_null()).then_some(details);
-        event
+        event.classified()
     }
 
     /// A policy reload by the running server: `ok` with the new version, or `failed` with
@@ -364,6 +395,6 @@ impl AuditEvent {
                 event.reason = Some(short(error));
             }
         }
-        event
+        event.classified()
     }
 }

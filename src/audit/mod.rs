@@ -11,6 +11,9 @@
 //!   (a hash chain that continues across files), periodic checkpoints signed with an Ed25519
 //!   key in a sidecar file (`audit-2026-11-22.checkpoints.jsonl`), one writer at a time
 //!   across processes (`flock` on `audit.jsonl.lock`), and a background `fsync`.
+//! * [`security`] — a `severity` and `security_event` on every record ([`security::classify`]),
+//!   and the in-memory detectors of failed-authentication bursts and keys used from new
+//!   address ranges ([`SecurityMonitor`]), whose findings are records of their own.
 //! * [`verify_files`] — what `inferguard audit verify FILE... [--key K]` runs: the first line
 //!   where an edit, insertion, deletion, reordering or truncation breaks the chain, and the
 //!   checkpoint signatures when given the public key.
@@ -42,6 +45,7 @@ mod event;
 mod files;
 mod keys;
 mod record;
+pub mod security;
 mod verify;
 mod writer;
 
@@ -54,6 +58,7 @@ pub use checkpoint::Checkpoint;
 pub use event::{AuditEvent, EventType, MAX_PROMPT_BYTES, Outcome};
 pub use keys::{AUDIT_KEY_PURPOSE, CheckpointKey, key_id, parse_public_keys};
 pub use record::GENESIS_HASH;
+pub use security::{SecurityEvent, SecurityMonitor, Severity};
 pub use verify::{Location, Problem, ProblemKind, TrailFileSummary, VerifyReport, verify_files};
 pub use writer::AuditTrail;
 

@@ -3,6 +3,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod keys;
+pub mod report;
 pub mod service_accounts;
 pub mod sessions;
 pub mod templates;

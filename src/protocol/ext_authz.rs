@@ -15,10 +15,11 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::pb::google::rpc;
 use tonic::{Request as GrpcRequest, Response, Status};
 
-use crate::audit::{AuditEvent, AuditTrail};
+use crate::audit::security::parse_address;
+use crate::audit::{AuditEvent, AuditTrail, SecurityMonitor};
 use crate::authorizer::{Authorizer, Trace};
 use crate::domain::{Allow, Denial, DenyKind, Request};
-use crate::identity::{INFERGUARD_COOKIE_PREFIX, cookie_header_without_session};
+use crate::identity::{INFERGUARD_COOKIE_PREFIX, api_key, cookie_header_without_session};
 use crate::protocol::response::overwrite;
 use crate::protocol::{denial_response, status_for, to_request};
 use crate::telemetry::{CheckOutcome, Metrics, OtlpExporter};
@@ -52,6 +53,7 @@ pub struct CheckService {
     metrics: Arc<Metrics>,
     audit: Option<AuditTrail>,
     otlp: Option<Arc<OtlpExporter>>,
+    security: Arc<SecurityMonitor>,
 }
 
 impl CheckService {
@@ -67,7 +69,16 @@ impl CheckService {
             metrics,
             audit: None,
             otlp: None,
+            security: Arc::new(SecurityMonitor::default()),
         }
+    }
+
+    /// Uses `monitor` to detect bursts of failed authentication and keys used from new
+    /// address ranges (the default one has the thresholds documented in
+    /// [`crate::audit::security`]). Its findings are recorded only when a trail is set.
+    pub fn with_security_monitor(mut self, monitor: Arc<SecurityMonitor>) -> Self {
+        self.security = monitor;
+        self
     }
 
     /// Exports a span (joining Envoy's `traceparent`) and metrics for every Check.
@@ -169,7 +180,10 @@ impl CheckService {
             }
         }
         match trail.record(event).await {
-            Ok(()) => outcome,
+            Ok(()) => {
+                self.record_security_events(req, &outcome, trail).await;
+                outcome
+            }
             // The trail logged why; never answer a decision that left no record.
             Err(_) => Err(Denial::new(
                 DenyKind::Unavailable,
@@ -177,6 +191,53 @@ impl CheckService {
                 "the decision could not be recorded in the audit trail; try again",
             )),
         }
+    }
+
+    /// Feeds the decision to the security detectors and records what they find, each as its
+    /// own record (a failure to write one is logged by the trail and does not change the
+    /// decision, which is already recorded).
+    async fn record_security_events(
+        &self,
+        req: &Request,
+        outcome: &Result<Allow, Denial>,
+        trail: &AuditTrail,
+    ) {
+        let now = Instant::now();
+        let events = match outcome {
+            Err(denial) if matches!(denial.kind, DenyKind::Unauthenticated) => {
+                let address = req.peer.as_deref().and_then(parse_address);
+                let key_id = self.presented_key_id(req);
+                self.security.auth_failure(address, key_id, now)
+            }
+            Ok(allow) => match (
+                allow.principal.key_id.as_deref(),
+                req.peer.as_deref().and_then(parse_address),
+            ) {
+                (Some(key_id), Some(address)) => self
+                    .security
+                    .key_used(key_id, address, now)
+                    .into_iter()
+                    .collect(),
+                _ => Vec::new(),
+            },
+            Err(_) => Vec::new(),
+        };
+        for event in events {
+            let _ = trail.record(event).await;
+        }
+    }
+
+    /// The id of a well-formed API key in the request's credential headers (the id is
+    /// public; the key never leaves this function).
+    fn presented_key_id<'r>(&self, req: &'r Request) -> Option<&'r str> {
+        self.authorizer.credential_headers().find_map(|name| {
+            let value = req.header(name)?.trim();
+            let value = match value.split_once(' ') {
+                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+                _ => value,
+            };
+            api_key::parse(value).map(|k| k.id)
+        })
     }
 
     fn allow_response(&self, req: &Request, allow: &Allow) -> CheckResponse {

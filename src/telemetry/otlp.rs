@@ -5,7 +5,8 @@
 //!   [`OtlpExporter`] (an [`EventSink`]) once written. Body = `event_type` (`decision` or
 //!   `admin`); attributes = the event's JSON fields (`user_id`, `result`, `error`, `reason`,
 //!   `request_id`, …: the same fields as the trail, so never a secret); severity `INFO` for
-//!   `allow`/`ok`, `WARN` for `deny`/`failed`.
+//!   `allow`/`ok`, `WARN` for `deny`/`failed` or an audit `severity` of `medium`, `ERROR`
+//!   for `high` (see [`crate::audit::security`]).
 //! * **Spans** — `ext_authz.Check` (kind server) per decision, a child of the trace in Envoy's
 //!   `traceparent` header when there is one (W3C trace context), with the request id, result,
 //!   reason and refusal status as attributes.
@@ -50,7 +51,7 @@ use opentelemetry_sdk::trace::{
 };
 use prometheus_client::metrics::counter::Counter;
 
-use crate::audit::{AuditEvent, EventSink, EventType, Outcome};
+use crate::audit::{AuditEvent, EventSink, EventType, Outcome, Severity as AuditSeverity};
 use crate::config::OtlpConfig;
 
 /// How often batches leave when the queue is not full.
@@ -307,13 +308,11 @@ impl EventSink for OtlpExporter {
             self.dropped.inc();
             return;
         }
-        let (severity, text) = match event.result {
-            Outcome::Allow | Outcome::Ok => (Severity::Info, "INFO"),
-            Outcome::Deny | Outcome::Failed => (Severity::Warn, "WARN"),
-        };
+        let (severity, text) = log_severity(event);
         let event_type = match event.event_type {
             EventType::Decision => "decision",
             EventType::Admin => "admin",
+            EventType::Security => "security",
         };
         let now = SystemTime::now();
         let mut record = self.logger.create_log_record();
@@ -331,6 +330,19 @@ impl EventSink for OtlpExporter {
             }
         }
         self.logger.emit(record);
+    }
+}
+
+/// The OTLP log severity of a record: the higher of what its result says (`INFO` for
+/// `allow`/`ok`, `WARN` for `deny`/`failed`) and what its audit severity says (`WARN` for
+/// `medium`, `ERROR` for `high`).
+fn log_severity(event: &AuditEvent) -> (Severity, &'static str) {
+    match (event.severity, event.result) {
+        (AuditSeverity::High, _) => (Severity::Error, "ERROR"),
+        (AuditSeverity::Medium, _) | (_, Outcome::Deny | Outcome::Failed) => {
+            (Severity::Warn, "WARN")
+        }
+        _ => (Severity::Info, "INFO"),
     }
 }
 
@@ -539,6 +551,23 @@ impl<E: SpanExporter> SpanExporter for Retrying<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_severity_follows_result_and_audit_severity() {
+        use crate::audit::SecurityEvent;
+        let ok = AuditEvent::admin("system", "noop", "x:y", serde_json::Value::Null);
+        assert_eq!(log_severity(&ok).1, "INFO");
+        let failed = AuditEvent::policy_reload("p.yaml", Err("bad"));
+        assert_eq!(log_severity(&failed).1, "WARN");
+        let role = AuditEvent::admin("cli:a", "user.set_role", "user:b", serde_json::Value::Null);
+        assert_eq!(log_severity(&role), (Severity::Warn, "WARN"), "medium");
+        let burst = AuditEvent::security(
+            SecurityEvent::AuthFailureBurst,
+            AuditSeverity::High,
+            Outcome::Deny,
+        );
+        assert_eq!(log_severity(&burst), (Severity::Error, "ERROR"));
+    }
 
     #[test]
     fn parses_w3c_traceparent() {

@@ -40,7 +40,7 @@ const MAX_CONNECTIONS: u32 = 8;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts at running the migrations (two processes creating a fresh file at once may race;
 /// the loser sees the winner's result on its next attempt).
-const MIGRATION_ATTEMPTS: u32 = 3;
+const MIGRATION_ATTEMPTS: u32 = 10;
 
 /// The migrations, embedded in the binary: `(version, description, sql)`, in order.
 /// Files follow sqlx's `<version>_<description>.sql` naming, so the recorded checksums are the
