@@ -14,8 +14,8 @@ use anyhow::bail;
 use super::CliContext;
 use super::users::{OutputFormat, format_time, now, render_json, render_table};
 use crate::domain::Permission;
-use crate::policy::Policy;
 use crate::policy::templates::{DEFAULT_MAX_WORDS, Template};
+use crate::policy::{GrantError, Policy, check_user_grants};
 use crate::store::{StoreError, TemplateOutcome, TemplateRecord, TemplateStatus, UserRecord};
 
 /// Longest template name.
@@ -89,41 +89,18 @@ impl From<StatusFilter> for TemplateStatus {
 pub enum ManagerError {
     #[error("user `{0}` not found")]
     NotFound(String),
-    #[error("user `{0}` is disabled")]
-    Disabled(String),
-    #[error(
-        "user `{0}` has no role binding in the store; bind one that grants templates:manage with `users set-role`"
-    )]
-    NoRole(String),
-    #[error("user `{user}` has role `{role}`, which the current policy does not define")]
-    UnknownRole { user: String, role: String },
-    #[error("role `{role}` of user `{user}` does not grant templates:manage")]
-    NotAllowed { user: String, role: String },
+    #[error(transparent)]
+    Grant(#[from] GrantError),
 }
 
 /// Checks that a stored user may manage templates: enabled, bound to a role of the current
 /// policy that grants `templates:manage` (an admin role with `["*"]` does).
 pub fn check_manager(policy: &Policy, user: &UserRecord) -> Result<(), ManagerError> {
-    let name = user.username.clone();
-    if user.disabled {
-        return Err(ManagerError::Disabled(name));
-    }
-    let Some(role_name) = &user.role else {
-        return Err(ManagerError::NoRole(name));
-    };
-    let Some(role) = policy.roles.get(role_name) else {
-        return Err(ManagerError::UnknownRole {
-            user: name,
-            role: role_name.clone(),
-        });
-    };
-    if !role.grants(Permission::TemplatesManage) {
-        return Err(ManagerError::NotAllowed {
-            user: name,
-            role: role_name.clone(),
-        });
-    }
-    Ok(())
+    Ok(check_user_grants(
+        policy,
+        user,
+        Permission::TemplatesManage,
+    )?)
 }
 
 impl TemplatesCommand {

@@ -345,43 +345,12 @@ pub async fn release_approval<S: ApprovalStore + ?Sized>(store: &S, id: &str) ->
 }
 
 /// Why a user may not decide approvals.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApproverError {
-    #[error("user `{0}` is disabled")]
-    Disabled(String),
-    #[error(
-        "user `{0}` has no role binding in the store; bind one that grants approvals:decide with `users set-role`"
-    )]
-    NoRole(String),
-    #[error("user `{user}` has role `{role}`, which the current policy does not define")]
-    UnknownRole { user: String, role: String },
-    #[error("role `{role}` of user `{user}` does not grant approvals:decide")]
-    NotAllowed { user: String, role: String },
-}
+pub type ApproverError = super::GrantError;
 
 /// Checks that a stored user may approve or reject: enabled, bound to a role of the current
 /// policy that grants `approvals:decide` (an admin role with `["*"]` does).
 pub fn check_approver(policy: &Policy, user: &UserRecord) -> Result<(), ApproverError> {
-    let name = user.username.clone();
-    if user.disabled {
-        return Err(ApproverError::Disabled(name));
-    }
-    let Some(role_name) = &user.role else {
-        return Err(ApproverError::NoRole(name));
-    };
-    let Some(role) = policy.roles.get(role_name) else {
-        return Err(ApproverError::UnknownRole {
-            user: name,
-            role: role_name.clone(),
-        });
-    };
-    if !role.grants(Permission::ApprovalsDecide) {
-        return Err(ApproverError::NotAllowed {
-            user: name,
-            role: role_name.clone(),
-        });
-    }
-    Ok(())
+    super::check_user_grants(policy, user, Permission::ApprovalsDecide)
 }
 
 #[cfg(test)]
@@ -717,7 +686,7 @@ mod tests {
         ));
         assert!(matches!(
             check_approver(&policy, &user(None, false)),
-            Err(ApproverError::NoRole(_))
+            Err(ApproverError::NoRole { .. })
         ));
         assert!(matches!(
             check_approver(&policy, &user(Some("admin"), true)),

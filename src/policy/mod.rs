@@ -159,5 +159,61 @@ pub fn check_content_and_templates(
     }
 }
 
+/// Why a stored user may not act with a permission outside the Check path (deciding
+/// approvals, managing templates).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error("user `{0}` is disabled")]
+    Disabled(String),
+    #[error(
+        "user `{user}` has no role binding in the store; bind one that grants {permission} with `users set-role`"
+    )]
+    NoRole {
+        user: String,
+        permission: Permission,
+    },
+    #[error("user `{user}` has role `{role}`, which the current policy does not define")]
+    UnknownRole { user: String, role: String },
+    #[error("role `{role}` of user `{user}` does not grant {permission}")]
+    NotAllowed {
+        user: String,
+        role: String,
+        permission: Permission,
+    },
+}
+
+/// Checks that a stored user may act with `permission`: enabled, and bound to a role of the
+/// current policy that grants it (an admin role with `["*"]` does).
+pub fn check_user_grants(
+    policy: &Policy,
+    user: &crate::store::UserRecord,
+    permission: Permission,
+) -> Result<(), GrantError> {
+    let name = user.username.clone();
+    if user.disabled {
+        return Err(GrantError::Disabled(name));
+    }
+    let Some(role_name) = &user.role else {
+        return Err(GrantError::NoRole {
+            user: name,
+            permission,
+        });
+    };
+    let Some(role) = policy.roles.get(role_name) else {
+        return Err(GrantError::UnknownRole {
+            user: name,
+            role: role_name.clone(),
+        });
+    };
+    if !role.grants(permission) {
+        return Err(GrantError::NotAllowed {
+            user: name,
+            role: role_name.clone(),
+            permission,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;
