@@ -83,7 +83,7 @@ fn scalar(v: &Value) -> Option<String> {
 }
 
 /// One string, or an array of scalars; empty and duplicate entries are dropped, order kept.
-fn string_list(v: &Value) -> Vec<String> {
+pub(crate) fn string_list(v: &Value) -> Vec<String> {
     let items: Vec<String> = match v {
         Value::Array(items) => items.iter().filter_map(scalar).collect(),
         other => scalar(other).into_iter().collect(),
@@ -98,7 +98,7 @@ fn string_list(v: &Value) -> Vec<String> {
 }
 
 /// An attribute's text: a scalar as is, an array of scalars joined with commas.
-fn attribute_value(v: &Value) -> Option<String> {
+pub(crate) fn attribute_value(v: &Value) -> Option<String> {
     match v {
         Value::Array(_) => {
             let items = string_list(v);

@@ -14,7 +14,7 @@
 //! A failed fetch keeps the keys in hand, so an IdP outage does not break tokens already
 //! verifiable. Verified tokens are cached by their SHA-256 until their `exp`.
 
-mod claims;
+pub(crate) mod claims;
 mod config;
 mod jwks;
 mod verify;

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::config::OidcClaimMapping;
+// The same claim shapes as bearer tokens: one reading of them for both.
+pub(crate) use crate::identity::jwt::claims::string_list;
+use crate::identity::jwt::claims::{attribute_value, lookup};
 
 /// The identity fields of a login, as mapped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,55 +36,6 @@ pub(crate) fn map_claims(claims: &Map<String, Value>, mapping: &OidcClaimMapping
                     .map(|v| (attr.clone(), v))
             })
             .collect(),
-    }
-}
-
-/// A claim by name, or by a dotted path through objects when no claim has that exact name.
-fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    if let Some(v) = claims.get(name) {
-        return Some(v);
-    }
-    let mut parts = name.split('.');
-    let mut current = claims.get(parts.next()?)?;
-    let mut followed = false;
-    for part in parts {
-        current = current.as_object()?.get(part)?;
-        followed = true;
-    }
-    followed.then_some(current)
-}
-
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// One string, or an array of scalars; empty and duplicate entries are dropped, order kept.
-pub(crate) fn string_list(v: &Value) -> Vec<String> {
-    let items: Vec<String> = match v {
-        Value::Array(items) => items.iter().filter_map(scalar).collect(),
-        other => scalar(other).into_iter().collect(),
-    };
-    let mut out: Vec<String> = Vec::with_capacity(items.len());
-    for item in items {
-        if !item.is_empty() && !out.contains(&item) {
-            out.push(item);
-        }
-    }
-    out
-}
-
-fn attribute_value(v: &Value) -> Option<String> {
-    match v {
-        Value::Array(_) => {
-            let items = string_list(v);
-            (!items.is_empty()).then(|| items.join(","))
-        }
-        other => scalar(other),
     }
 }
 
