@@ -1,16 +1,15 @@
 //! The ext_authz service called directly (no network): what Envoy gets back for allowed and
 //! refused requests, and hostile input.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
-    HttpRequest, Request as AttrRequest,
-};
+mod common;
+
+use common::{allowed, denied};
+use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 use inferguard::authorizer::{Authorizer, AuthorizerParts};
 use inferguard::config::compile_policy;
 use inferguard::domain::PrincipalKind;
@@ -108,24 +107,7 @@ async fn new_key(store: &DynStore, ttl: i64) -> String {
 }
 
 fn http_check(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttrRequest {
-                http: Some(HttpRequest {
-                    method: method.into(),
-                    path: path.into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    raw_body: body.to_vec(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    common::check_request(method, path, None, headers, body)
 }
 
 async fn check(f: &Fixture, req: CheckRequest) -> CheckResponse {
@@ -134,36 +116,6 @@ async fn check(f: &Fixture, req: CheckRequest) -> CheckResponse {
         .await
         .expect("Check never fails at the gRPC level")
         .into_inner()
-}
-
-fn allowed(resp: &CheckResponse) -> (HashMap<String, String>, Vec<String>) {
-    assert_eq!(
-        resp.status.as_ref().unwrap().code,
-        0,
-        "expected allow, got {resp:?}"
-    );
-    match resp.http_response.as_ref().unwrap() {
-        HttpResponse::OkResponse(ok) => (
-            ok.headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .map(|h| (h.key.clone(), h.value.clone()))
-                .collect(),
-            ok.headers_to_remove.clone(),
-        ),
-        other => panic!("not an allow: {other:?}"),
-    }
-}
-
-fn denied(resp: &CheckResponse) -> (i32, serde_json::Value) {
-    assert_ne!(resp.status.as_ref().unwrap().code, 0, "expected a refusal");
-    match resp.http_response.as_ref().unwrap() {
-        HttpResponse::DeniedResponse(d) => (
-            d.status.as_ref().unwrap().code,
-            serde_json::from_str(&d.body).unwrap(),
-        ),
-        other => panic!("not a denial: {other:?}"),
-    }
 }
 
 const T2I: &str = "/v1/generation/text-to-image";

@@ -7,13 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
-use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
-use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
-    HttpRequest, Peer, Request as AttrRequest,
-};
 use inferguard::audit::AuditTrail;
 use inferguard::authorizer::{Authorizer, AuthorizerParts};
 use inferguard::config::{AuditConfig, compile_policy};
@@ -114,33 +110,7 @@ async fn fixture() -> Fixture {
 }
 
 fn http_check(peer: &str, headers: &[(&str, &str)], body: &[u8]) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(Peer {
-                address: Some(Address {
-                    address: Some(AddressKind::SocketAddress(SocketAddress {
-                        address: peer.into(),
-                        ..Default::default()
-                    })),
-                }),
-                ..Default::default()
-            }),
-            request: Some(AttrRequest {
-                http: Some(HttpRequest {
-                    method: "POST".into(),
-                    path: T2I.into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    raw_body: body.to_vec(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    common::check_request("POST", T2I, Some(peer), headers, body)
 }
 
 async fn check(f: &Fixture, req: CheckRequest) -> CheckResponse {

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpResponse};
+mod common;
+
+use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Request as AttrRequest,
@@ -171,17 +173,11 @@ fn is_allowed(resp: &CheckResponse) -> bool {
 }
 
 fn refusal(resp: &CheckResponse) -> (i32, String) {
-    assert!(!is_allowed(resp), "expected a refusal, got {resp:?}");
-    match resp.http_response.as_ref().unwrap() {
-        HttpResponse::DeniedResponse(d) => {
-            let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
-            (
-                d.status.as_ref().unwrap().code,
-                body["error"].as_str().unwrap_or_default().to_string(),
-            )
-        }
-        other => panic!("not a denial: {other:?}"),
-    }
+    let (status, body) = common::denied(resp);
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_string(),
+    )
 }
 
 const PROMPT: &str = "a photo of red sneakers on a white background";
