@@ -218,6 +218,10 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     let http_listener = TcpListener::bind(cfg.listen.http)
         .await
         .with_context(|| format!("binding the http listener on {}", cfg.listen.http))?;
+    // TLS per listener (`tls:`); files that cannot serve stop the start (never fall back to
+    // plaintext).
+    let ext_tls = listener_tls(&cfg, "ext_authz", crate::tls::Protocols::Grpc)?;
+    let http_tls = listener_tls(&cfg, "http", crate::tls::Protocols::Http1)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let feed = tokio::spawn(background::follow_changes(
@@ -245,27 +249,38 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
         .with_otlp(otlp.clone())
         .into_server();
     let mut grpc_shutdown = shutdown_rx.clone();
-    let grpc = tonic::transport::Server::builder()
+    let grpc_shutdown = async move {
+        let _ = grpc_shutdown.wait_for(|s| *s).await;
+    };
+    let grpc_router = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(check)
-        .serve_with_incoming_shutdown(
+        .add_service(check);
+    let grpc: BoxFuture<Result<(), tonic::transport::Error>> = match ext_tls {
+        Some(tls) => Box::pin(
+            grpc_router
+                .serve_with_incoming_shutdown(crate::tls::accept(ext_listener, tls), grpc_shutdown),
+        ),
+        None => Box::pin(grpc_router.serve_with_incoming_shutdown(
             TcpIncoming::from(ext_listener).with_nodelay(Some(true)),
-            async move {
-                let _ = grpc_shutdown.wait_for(|s| *s).await;
-            },
-        );
-    let http = http::serve(
-        http_listener,
-        http::HttpState {
-            shared: shared.clone(),
-            local: http::LocalLogin {
-                issuer: Some(issuer.clone()),
-                token: token_endpoint,
-            },
-            sso: sso.as_ref().map(|s| s.endpoints.clone()),
+            grpc_shutdown,
+        )),
+    };
+    let http_state = http::HttpState {
+        shared: shared.clone(),
+        local: http::LocalLogin {
+            issuer: Some(issuer.clone()),
+            token: token_endpoint,
         },
-        shutdown_rx.clone(),
-    );
+        sso: sso.as_ref().map(|s| s.endpoints.clone()),
+    };
+    let http: BoxFuture<std::io::Result<()>> = match http_tls {
+        Some(tls) => Box::pin(http::serve(
+            crate::tls::accept(http_listener, tls),
+            http_state,
+            shutdown_rx.clone(),
+        )),
+        None => Box::pin(http::serve(http_listener, http_state, shutdown_rx.clone())),
+    };
 
     tracing::info!(ext_authz = %cfg.listen.ext_authz, http = %cfg.listen.http, "inferguard serving");
     let grpc_task = tokio::spawn(grpc);
@@ -294,6 +309,31 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A boxed listener future (plaintext and TLS listeners have different future types).
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Loads the TLS files of listener `name` (`ext_authz`, `http` or `admin`) from `tls.<name>` and
+/// re-reads them every second, so new connections see replaced certificates without a
+/// restart; `None` when the listener is configured for plaintext. Unusable files are an error.
+pub fn listener_tls(
+    cfg: &ServerConfig,
+    name: &'static str,
+    protocols: crate::tls::Protocols,
+) -> anyhow::Result<Option<Arc<crate::tls::ReloadableServerConfig>>> {
+    let Some(files) = cfg.listener_tls(name) else {
+        return Ok(None);
+    };
+    let tls = crate::tls::ReloadableServerConfig::load(name, &files, protocols)
+        .with_context(|| format!("tls.{name}"))?;
+    tls.spawn_watch(crate::tls::RELOAD_EVERY);
+    tracing::info!(
+        listener = name,
+        client_certificates = tls.requires_client_certificate(),
+        "TLS enabled"
+    );
+    Ok(Some(tls))
 }
 
 /// Starts the OTLP exporter when `audit.otlp` is set and makes the trail hand it every event.

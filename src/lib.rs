@@ -17,3 +17,4 @@ pub mod policy;
 pub mod protocol;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

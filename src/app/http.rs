@@ -14,7 +14,6 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::Shared;
@@ -59,15 +58,22 @@ impl From<Arc<Shared>> for HttpState {
     }
 }
 
-/// Serves the HTTP listener until shutdown.
-pub async fn serve(
-    listener: TcpListener,
+/// Serves the HTTP listener until shutdown, on a plain `TcpListener` or on TLS connections
+/// (`crate::tls::TlsIncoming`).
+pub async fn serve<L>(
+    listener: L,
     state: impl Into<HttpState>,
     mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    use axum::serve::ListenerExt;
     let app = router(state.into());
     axum::serve(
-        listener,
+        // `tap_io` gives any listener with socket addresses the `ConnectInfo<SocketAddr>`
+        // that axum otherwise provides for `TcpListener` alone.
+        listener.tap_io(|_| {}),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
@@ -352,7 +358,9 @@ mod tests {
     }
 
     async fn spawn(local: LocalLogin) -> (String, watch::Sender<bool>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, mut rx) = watch::channel(false);
         let app = local_login_routes(local);

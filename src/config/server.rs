@@ -15,6 +15,9 @@ use crate::identity::local::LocalUsersConfig;
 pub struct ServerConfig {
     #[serde(default)]
     pub listen: ListenConfig,
+    /// TLS per listener (`tls.ext_authz`, `tls.http`, `tls.admin`); absent = plaintext.
+    #[serde(default)]
+    pub tls: crate::tls::TlsConfig,
     #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
@@ -418,6 +421,18 @@ impl ServerConfig {
             }
         }
         Ok(cfg)
+    }
+
+    /// The TLS files of a listener (`ext_authz`, `http` or `admin`) with paths resolved
+    /// against the config's directory; `None` when that listener speaks plaintext.
+    pub fn listener_tls(&self, listener: &str) -> Option<crate::tls::TlsFiles> {
+        let files = match listener {
+            "ext_authz" => self.tls.ext_authz.as_ref(),
+            "http" => self.tls.http.as_ref(),
+            "admin" => self.tls.admin.as_ref(),
+            _ => None,
+        };
+        files.map(|f| f.resolved(&self.base_dir))
     }
 
     /// The policy file path, resolved against the config's directory.
