@@ -35,6 +35,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Audit(AuditCommand::Verify { files, key }) = &cli.command {
         return crate::commands::audit::verify(files, key.as_deref());
     }
+    if let Some(server) = &cli.server {
+        // Through a server's admin API: no configuration or store needed here.
+        return crate::admin::client::run(server, &cli.token_env, cli.command);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -221,6 +225,8 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     // TLS per listener (`tls:`); files that cannot serve stop the start (never fall back to
     // plaintext).
     let ext_tls = listener_tls(&cfg, "ext_authz", crate::tls::Protocols::Grpc)?;
+    let admin_listener = crate::admin::server::bind(cfg.listen.admin).await?;
+    let admin_tls = listener_tls(&cfg, "admin", crate::tls::Protocols::Grpc)?;
     let http_tls = listener_tls(&cfg, "http", crate::tls::Protocols::Http1)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -282,9 +288,15 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
         None => Box::pin(http::serve(http_listener, http_state, shutdown_rx.clone())),
     };
 
-    tracing::info!(ext_authz = %cfg.listen.ext_authz, http = %cfg.listen.http, "inferguard serving");
+    tracing::info!(ext_authz = %cfg.listen.ext_authz, http = %cfg.listen.http, admin = %cfg.listen.admin, "inferguard serving");
     let grpc_task = tokio::spawn(grpc);
     let http_task = tokio::spawn(http);
+    let admin_task = tokio::spawn(crate::admin::server::serve(
+        admin_listener,
+        admin_tls,
+        crate::admin::service::AdminParts::new(&cfg, &shared, audit.clone()),
+        shutdown_rx.clone(),
+    ));
 
     wait_for_signal().await;
     tracing::info!("shutting down: answering Checks in flight, then exiting");
@@ -296,6 +308,7 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
 
     grpc_task.await?.context("ext_authz listener")?;
     http_task.await?.context("http listener")?;
+    admin_task.await??;
     feed.abort();
     reload.abort();
     if let Some(trail) = &audit

@@ -164,47 +164,7 @@ impl Authorizer {
             ));
         }
 
-        // Users authenticated by token or session have no stored key limits (only keys and
-        // service accounts, which authenticate by key, do).
-        let (principal, stored_limits) = match find_credential(req, &self.key_headers)? {
-            None => {
-                if let Some(redirect) = self.login.as_ref().and_then(|l| l.for_request(req)) {
-                    return Err(redirect);
-                }
-                return Err(unauthenticated(
-                    "missing_credential",
-                    "no API key, bearer token or session was presented",
-                ));
-            }
-            Some(Credential::Session { id }) => {
-                let Some(sessions) = &self.sessions else {
-                    return Err(unauthenticated(
-                        "invalid_session",
-                        "browser sessions are not enabled",
-                    ));
-                };
-                let principal = match sessions.authenticate(&id, &policy, now).await {
-                    Ok(p) => p,
-                    // A stale or unknown session: a browser signs in again.
-                    Err(d) if d.kind == DenyKind::Unauthenticated => {
-                        return Err(self
-                            .login
-                            .as_ref()
-                            .and_then(|l| l.for_request(req))
-                            .unwrap_or(d));
-                    }
-                    Err(d) => return Err(d),
-                };
-                (principal, StoredLimits::default())
-            }
-            Some(Credential::ApiKey { text, .. }) => {
-                self.keys.authenticate(text, &policy, now).await?
-            }
-            Some(Credential::Bearer { token }) => (
-                self.authenticate_token(token, &policy, now).await?,
-                StoredLimits::default(),
-            ),
-        };
+        let (principal, stored_limits) = self.authenticate_with(req, &policy, now).await?;
 
         if let Some(t) = trace.as_deref_mut() {
             t.principal = Some(principal.clone());
@@ -361,6 +321,66 @@ impl Authorizer {
                 "the template store is unreachable; try again",
             )
         })
+    }
+
+    /// Authenticates a request's credential (session cookie, bearer token or API key) exactly
+    /// as a Check does, without judging any route: the admin API's callers use it. Returns the
+    /// principal and, for keys, the stored limits.
+    pub async fn authenticate(&self, req: &Request) -> Result<(Principal, StoredLimits), Denial> {
+        let policy = self.policy.load_full();
+        self.authenticate_with(req, &policy, chrono::Utc::now().timestamp())
+            .await
+    }
+
+    /// The credential step of a Check, against `policy` at `now`.
+    async fn authenticate_with(
+        &self,
+        req: &Request,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<(Principal, StoredLimits), Denial> {
+        // Users authenticated by token or session have no stored key limits (only keys and
+        // service accounts, which authenticate by key, do).
+        let found = match find_credential(req, &self.key_headers)? {
+            None => {
+                if let Some(redirect) = self.login.as_ref().and_then(|l| l.for_request(req)) {
+                    return Err(redirect);
+                }
+                return Err(unauthenticated(
+                    "missing_credential",
+                    "no API key, bearer token or session was presented",
+                ));
+            }
+            Some(Credential::Session { id }) => {
+                let Some(sessions) = &self.sessions else {
+                    return Err(unauthenticated(
+                        "invalid_session",
+                        "browser sessions are not enabled",
+                    ));
+                };
+                let principal = match sessions.authenticate(&id, policy, now).await {
+                    Ok(p) => p,
+                    // A stale or unknown session: a browser signs in again.
+                    Err(d) if d.kind == DenyKind::Unauthenticated => {
+                        return Err(self
+                            .login
+                            .as_ref()
+                            .and_then(|l| l.for_request(req))
+                            .unwrap_or(d));
+                    }
+                    Err(d) => return Err(d),
+                };
+                (principal, StoredLimits::default())
+            }
+            Some(Credential::ApiKey { text, .. }) => {
+                self.keys.authenticate(text, policy, now).await?
+            }
+            Some(Credential::Bearer { token }) => (
+                self.authenticate_token(token, policy, now).await?,
+                StoredLimits::default(),
+            ),
+        };
+        Ok(found)
     }
 
     async fn authenticate_token(

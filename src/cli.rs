@@ -26,6 +26,21 @@ pub struct Cli {
     )]
     pub config: PathBuf,
 
+    /// Run users, service-accounts, keys, sessions, approvals and report through this
+    /// server's admin API (e.g. `http://127.0.0.1:9192`) instead of opening the store.
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+
+    /// The environment variable holding the credential for `--server` (an API key or a
+    /// bearer token).
+    #[arg(
+        long,
+        global = true,
+        value_name = "VAR",
+        default_value = "INFERGUARD_TOKEN"
+    )]
+    pub token_env: String,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -4,6 +4,7 @@
 //! One Check flows one way: [`protocol`] → [`identity`] → [`inference`] → [`policy`], driven
 //! by [`authorizer`], with the [`store`] underneath. [`app`] wires it all together.
 
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod authorizer;

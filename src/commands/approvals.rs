@@ -97,13 +97,7 @@ impl ApprovalsCommand {
     ) -> anyhow::Result<String> {
         match self {
             ApprovalsCommand::List { format, status } => {
-                let mut approvals = ctx
-                    .store
-                    .list_approvals(status.and_then(StatusFilter::stored))
-                    .await?;
-                if let Some(filter) = status {
-                    approvals.retain(|a| a.effective_status(now) == filter.as_str());
-                }
+                let approvals = list_approvals(ctx, status, now).await?;
                 Ok(format_approvals(&approvals, format, now))
             }
             ApprovalsCommand::Approve { id, approver } => {
@@ -118,7 +112,26 @@ impl ApprovalsCommand {
     }
 }
 
-async fn decide(
+/// Approvals, newest first; with `status`, only those in that state at `now`.
+pub async fn list_approvals(
+    ctx: &CliContext,
+    status: Option<StatusFilter>,
+    now: i64,
+) -> anyhow::Result<Vec<ApprovalRecord>> {
+    let mut approvals = ctx
+        .store
+        .list_approvals(status.and_then(StatusFilter::stored))
+        .await?;
+    if let Some(filter) = status {
+        approvals.retain(|a| a.effective_status(now) == filter.as_str());
+    }
+    Ok(approvals)
+}
+
+/// Approves or rejects an approval as `approver` (a user the policy lets decide approvals,
+/// never the one who asked), or as the CLI's actor when `None`; audited as
+/// `approval.approve` / `approval.reject`.
+pub async fn decide(
     ctx: &CliContext,
     policy: &Policy,
     id: &str,

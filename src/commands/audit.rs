@@ -110,8 +110,23 @@ async fn open_configured(
         .context("opening the audit trail (audit.file)")
 }
 
-/// Who is making a change from the command line: `cli:<login name>` (or `cli:uid:<n>`).
+tokio::task_local! {
+    /// Who admin changes are recorded as while an admin API call runs (see [`as_actor`]).
+    static ACTOR: String;
+}
+
+/// Runs `f` with admin changes recorded as made by `actor` (the admin API's authenticated
+/// caller) instead of the command line's login name.
+pub async fn as_actor<F: std::future::Future>(actor: String, f: F) -> F::Output {
+    ACTOR.scope(actor, f).await
+}
+
+/// Who is making a change: the admin API caller inside [`as_actor`], else, from the command
+/// line, `cli:<login name>` (or `cli:uid:<n>`).
 pub fn cli_actor() -> String {
+    if let Ok(actor) = ACTOR.try_with(String::clone) {
+        return actor;
+    }
     use std::os::unix::fs::MetadataExt;
     let name = ["USER", "LOGNAME"]
         .iter()

@@ -55,6 +55,15 @@ pub enum KeysCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+    /// Rotates a key: prints a new key for the same owner, scopes and limits alone on stdout,
+    /// once; the old key keeps working for the grace period, then expires.
+    Rotate {
+        /// The key id (the middle part of `fk_<id>_<secret>`).
+        id: String,
+        /// Days the old key keeps working (fractions allowed, e.g. 0.5; 0 = it stops now).
+        #[arg(long, value_name = "DAYS", default_value_t = DEFAULT_ROTATION_GRACE_DAYS as f64)]
+        grace_days: f64,
+    },
     /// Revokes a key at once, on every server using this store.
     Revoke {
         /// The key id (the middle part of `fk_<id>_<secret>`).
@@ -89,6 +98,11 @@ impl KeysCommand {
             KeysCommand::List { format } => {
                 let keys = ctx.store.list_keys().await?;
                 print!("{}", format_keys(&keys, format, now()));
+            }
+            KeysCommand::Rotate { id, grace_days } => {
+                let rotated = rotate_key(ctx, &id, grace_seconds(grace_days)?, now()).await?;
+                println!("{}", rotated.new.full_key);
+                eprint!("{}", describe_rotation(&rotated.old, &rotated.new.record));
             }
             KeysCommand::Revoke { id } => {
                 let at = now();
@@ -185,6 +199,8 @@ pub async fn create_key(ctx: &CliContext, req: CreateKey, now: i64) -> anyhow::R
         created_at: now,
         expires_at: now + req.expires_days * SECONDS_PER_DAY,
         revoked_at: None,
+        allowed_networks: None,
+        last_used_at: None,
     };
     ctx.store.create_key(&record).await?;
     super::audit::record_admin(
@@ -204,6 +220,121 @@ pub async fn create_key(ctx: &CliContext, req: CreateKey, now: i64) -> anyhow::R
         full_key: key.full,
         record,
     })
+}
+
+/// How long a rotated key keeps working by default (`keys rotate --grace-days`).
+pub const DEFAULT_ROTATION_GRACE_DAYS: i64 = 7;
+
+/// A rotation's outcome: the new key (shown once) and the old key with its new expiry.
+#[derive(Debug)]
+pub struct RotatedKey {
+    /// The replacement: same owner, name, scopes and limits, the old key's lifetime from now.
+    pub new: CreatedKey,
+    /// The old key as stored now (expiring at the end of the grace period).
+    pub old: ApiKeyRecord,
+}
+
+/// Rotates key `id` at `now`: stores a new key for the same owner with the same name, scopes
+/// and limits (and the old key's lifetime, counted from now), then shortens the old key's
+/// expiry to `now + grace_secs` (never lengthens it), so both work during the grace period.
+/// Refuses revoked and expired keys, and owners that are gone or disabled. Audited as
+/// `key.rotate` on the old key.
+pub async fn rotate_key(
+    ctx: &CliContext,
+    id: &str,
+    grace_secs: i64,
+    now: i64,
+) -> anyhow::Result<RotatedKey> {
+    if !(0..=MAX_EXPIRY_DAYS * SECONDS_PER_DAY).contains(&grace_secs) {
+        bail!("the grace period must be between 0 and {MAX_EXPIRY_DAYS} days");
+    }
+    let Some(old) = ctx.store.get_key(id).await? else {
+        bail!("key `{id}` not found");
+    };
+    match key_status(&old, now) {
+        "revoked" => bail!("cannot rotate key `{id}`: it is revoked"),
+        "expired" => bail!("cannot rotate key `{id}`: it has expired"),
+        _ => {}
+    }
+    check_owner_active(ctx, &old.owner).await?;
+    let key = api_key::generate();
+    let lifetime =
+        (old.expires_at - old.created_at).clamp(SECONDS_PER_DAY, MAX_EXPIRY_DAYS * SECONDS_PER_DAY);
+    let record = ApiKeyRecord {
+        id: key.id,
+        secret_sha256: key.secret_sha256,
+        created_at: now,
+        expires_at: now + lifetime,
+        revoked_at: None,
+        last_used_at: None,
+        ..old.clone()
+    };
+    ctx.store.create_key(&record).await?;
+    let grace_until = old.expires_at.min(now + grace_secs);
+    ctx.store.set_key_expiry(id, grace_until).await?;
+    super::audit::record_admin(
+        ctx,
+        "key.rotate",
+        &format!("key:{id}"),
+        serde_json::json!({
+            "name": old.name,
+            "owner": owner_label(&old.owner),
+            "new_key": record.id,
+            "old_key_expires_at": format_time(grace_until),
+            "new_key_expires_at": format_time(record.expires_at),
+        }),
+    )
+    .await?;
+    Ok(RotatedKey {
+        new: CreatedKey {
+            full_key: key.full,
+            record,
+        },
+        old: ApiKeyRecord {
+            expires_at: grace_until,
+            ..old
+        },
+    })
+}
+
+/// `--grace-days` in seconds: finite, 0 to 100 years, fractions allowed.
+pub fn grace_seconds(days: f64) -> anyhow::Result<i64> {
+    if !days.is_finite() || !(0.0..=MAX_EXPIRY_DAYS as f64).contains(&days) {
+        bail!("--grace-days must be between 0 and {MAX_EXPIRY_DAYS}");
+    }
+    Ok((days * SECONDS_PER_DAY as f64).round() as i64)
+}
+
+/// The details `keys rotate` prints on stderr (never a secret).
+pub fn describe_rotation(old: &ApiKeyRecord, new: &ApiKeyRecord) -> String {
+    format!(
+        "{}key {} keeps working until {}, then expires\n",
+        describe_new_key(new),
+        old.id,
+        format_time(old.expires_at)
+    )
+}
+
+/// Checks that a key's owner still exists and is enabled.
+async fn check_owner_active(ctx: &CliContext, owner: &OwnerRef) -> anyhow::Result<()> {
+    let name = &owner.name;
+    let disabled = match owner.kind {
+        PrincipalKind::User => ctx.store.get_user(name).await?.map(|u| u.disabled),
+        PrincipalKind::ServiceAccount => ctx
+            .store
+            .get_service_account(name)
+            .await?
+            .map(|s| s.disabled),
+    };
+    let what = match owner.kind {
+        PrincipalKind::User => "user",
+        PrincipalKind::ServiceAccount => "service account",
+    };
+    match disabled {
+        None => bail!("{what} `{name}` not found"),
+        Some(true) => bail!("{what} `{name}` is disabled"),
+        Some(false) => Ok(()),
+    }
 }
 
 /// Revokes a key; returns the earlier revocation time when it was already revoked.
@@ -461,6 +592,8 @@ mod tests {
             created_at: 1_763_805_600,
             expires_at: 1_763_805_600 + 90 * SECONDS_PER_DAY,
             revoked_at: None,
+            allowed_networks: None,
+            last_used_at: None,
         }
     }
 

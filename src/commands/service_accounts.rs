@@ -1,9 +1,11 @@
 //! `inferguard service-accounts …`: machine identities that own API keys.
 
+use std::collections::BTreeMap;
+
 use super::CliContext;
 use super::users::{
     OutputFormat, check_role, format_attrs, format_time, now, parse_attrs, render_json,
-    render_table, validate_name,
+    render_table, validate_attr_key, validate_name,
 };
 use crate::store::ServiceAccountRecord;
 
@@ -47,28 +49,15 @@ impl ServiceAccountsCommand {
                 daily_images,
                 daily_tokens,
             } => {
-                validate_name("service account name", &name)?;
-                check_role(ctx, &role)?;
-                let record = ServiceAccountRecord {
-                    name,
-                    role,
-                    attributes: parse_attrs(&attrs)?,
-                    daily_images,
-                    daily_tokens,
-                    disabled: false,
-                    created_at: now(),
-                };
-                ctx.store.create_service_account(&record).await?;
-                super::audit::record_admin(
+                let record = create_service_account(
                     ctx,
-                    "service_account.create",
-                    &format!("service_account:{}", record.name),
-                    serde_json::json!({
-                        "role": record.role,
-                        "attributes": record.attributes,
-                        "daily_images": record.daily_images,
-                        "daily_tokens": record.daily_tokens,
-                    }),
+                    CreateServiceAccount {
+                        name,
+                        role,
+                        attributes: parse_attrs(&attrs)?,
+                        daily_images,
+                        daily_tokens,
+                    },
                 )
                 .await?;
                 eprintln!(
@@ -83,6 +72,59 @@ impl ServiceAccountsCommand {
         }
         Ok(())
     }
+}
+
+/// The arguments of `service-accounts create` (the CLI's and the admin API's).
+#[derive(Debug, Clone)]
+pub struct CreateServiceAccount {
+    /// The account name.
+    pub name: String,
+    /// A role the policy defines.
+    pub role: String,
+    /// Attributes for policy rules (keys checked here).
+    pub attributes: BTreeMap<String, String>,
+    /// Images per day across the account's keys.
+    pub daily_images: Option<i64>,
+    /// LLM tokens per day across the account's keys.
+    pub daily_tokens: Option<i64>,
+}
+
+/// Checks and stores a new service account; audited as `service_account.create`.
+pub async fn create_service_account(
+    ctx: &CliContext,
+    req: CreateServiceAccount,
+) -> anyhow::Result<ServiceAccountRecord> {
+    validate_name("service account name", &req.name)?;
+    check_role(ctx, &req.role)?;
+    for key in req.attributes.keys() {
+        validate_attr_key(key)?;
+    }
+    if req.daily_images.is_some_and(|n| n < 0) || req.daily_tokens.is_some_and(|n| n < 0) {
+        anyhow::bail!("daily limits must not be negative");
+    }
+    let record = ServiceAccountRecord {
+        name: req.name,
+        role: req.role,
+        attributes: req.attributes,
+        daily_images: req.daily_images,
+        daily_tokens: req.daily_tokens,
+        disabled: false,
+        created_at: now(),
+    };
+    ctx.store.create_service_account(&record).await?;
+    super::audit::record_admin(
+        ctx,
+        "service_account.create",
+        &format!("service_account:{}", record.name),
+        serde_json::json!({
+            "role": record.role,
+            "attributes": record.attributes,
+            "daily_images": record.daily_images,
+            "daily_tokens": record.daily_tokens,
+        }),
+    )
+    .await?;
+    Ok(record)
 }
 
 /// `service-accounts list` output.

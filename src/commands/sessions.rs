@@ -39,29 +39,9 @@ impl SessionsCommand {
     pub async fn run(self, ctx: &CliContext) -> anyhow::Result<()> {
         match self {
             SessionsCommand::Revoke { username } => {
-                validate_name("username", &username)?;
-                let at = now();
-                let ended = ctx
-                    .store
-                    .end_sessions_for_user(&username, at, "revoked")
-                    .await?;
-                let refresh = ctx
-                    .store
-                    .revoke_refresh_tokens_for_user(&username, at)
-                    .await?;
-                super::audit::record_admin(
-                    ctx,
-                    "session.revoke",
-                    &format!("user:{username}"),
-                    serde_json::json!({
-                        "sessions_ended": ended.len(),
-                        "refresh_tokens_revoked": refresh,
-                    }),
-                )
-                .await?;
+                let (ended, refresh) = revoke_sessions(ctx, &username, now()).await?;
                 eprintln!(
-                    "ended {} session(s) and revoked {refresh} refresh token(s) of `{username}`",
-                    ended.len()
+                    "ended {ended} session(s) and revoked {refresh} refresh token(s) of `{username}`"
                 );
             }
             SessionsCommand::List { username, format } => {
@@ -76,7 +56,37 @@ impl SessionsCommand {
     }
 }
 
-fn short_id(hash: &str) -> &str {
+/// Ends every session of `username` and revokes their refresh tokens at `at`; audited as
+/// `session.revoke`. Returns (sessions ended, refresh tokens revoked).
+pub async fn revoke_sessions(
+    ctx: &CliContext,
+    username: &str,
+    at: i64,
+) -> anyhow::Result<(usize, u64)> {
+    validate_name("username", username)?;
+    let ended = ctx
+        .store
+        .end_sessions_for_user(username, at, "revoked")
+        .await?;
+    let refresh = ctx
+        .store
+        .revoke_refresh_tokens_for_user(username, at)
+        .await?;
+    super::audit::record_admin(
+        ctx,
+        "session.revoke",
+        &format!("user:{username}"),
+        serde_json::json!({
+            "sessions_ended": ended.len(),
+            "refresh_tokens_revoked": refresh,
+        }),
+    )
+    .await?;
+    Ok((ended.len(), refresh))
+}
+
+/// The first characters of a session id's hash, which name it in listings.
+pub fn short_id(hash: &str) -> &str {
     hash.get(..SHORT_ID_CHARS).unwrap_or(hash)
 }
 

@@ -82,97 +82,172 @@ impl UsersCommand {
                 attrs,
                 password_stdin,
             } => {
-                validate_name("username", &username)?;
-                check_role(ctx, &role)?;
-                if let Some(email) = &email {
-                    validate_email(email)?;
-                }
-                let attributes = parse_attrs(&attrs)?;
-                let password_hash = if password_stdin {
-                    let password = read_password(std::io::stdin().lock())?;
-                    Some(hash_password(&password)?)
+                let password = if password_stdin {
+                    Some(read_password(std::io::stdin().lock())?)
                 } else {
                     None
                 };
-                let record = UserRecord {
+                let request = CreateUser {
                     username,
+                    role,
                     email,
-                    role: Some(role),
-                    attributes,
-                    disabled: false,
-                    password_hash,
-                    created_at: now(),
+                    attributes: parse_attrs(&attrs)?,
+                    password,
                 };
-                ctx.store.create_user(&record).await?;
-                super::audit::record_admin(
-                    ctx,
-                    "user.create",
-                    &format!("user:{}", record.username),
-                    serde_json::json!({
-                        "role": record.role,
-                        "email": record.email,
-                        "attributes": record.attributes,
-                        "password_set": record.password_hash.is_some(),
-                    }),
-                )
-                .await?;
-                eprintln!(
-                    "created user `{}` with role `{}`{}",
-                    record.username,
-                    record.role.as_deref().unwrap_or_default(),
-                    if record.password_hash.is_some() {
-                        " and a local password"
-                    } else {
-                        ""
-                    }
-                );
+                let record = create_user(ctx, request).await?;
+                eprintln!("{}", describe_new_user(&record));
             }
             UsersCommand::List { format } => {
                 let users = ctx.store.list_users().await?;
                 print!("{}", format_users(&users, format));
             }
             UsersCommand::SetRole { username, role } => {
-                validate_name("username", &username)?;
-                check_role(ctx, &role)?;
-                let previous = ctx.store.get_user(&username).await?.and_then(|u| u.role);
-                ctx.store.set_user_role(&username, &role).await?;
-                super::audit::record_admin(
-                    ctx,
-                    "user.set_role",
-                    &format!("user:{username}"),
-                    serde_json::json!({"role": role, "previous_role": previous}),
-                )
-                .await?;
+                set_user_role(ctx, &username, &role).await?;
                 eprintln!("user `{username}` now has role `{role}`");
             }
             UsersCommand::SetAttr { username, attr } => {
-                validate_name("username", &username)?;
                 let (key, value) = parse_attr(&attr)?;
-                ctx.store.set_user_attr(&username, &key, &value).await?;
-                super::audit::record_admin(
-                    ctx,
-                    "user.set_attr",
-                    &format!("user:{username}"),
-                    serde_json::json!({"key": key, "value": value}),
-                )
-                .await?;
+                set_user_attr(ctx, &username, &key, &value).await?;
                 eprintln!("set attribute `{key}` of user `{username}`");
             }
             UsersCommand::Disable { username } => {
-                validate_name("username", &username)?;
-                ctx.store.disable_user(&username).await?;
-                super::audit::record_admin(
-                    ctx,
-                    "user.disable",
-                    &format!("user:{username}"),
-                    serde_json::Value::Null,
-                )
-                .await?;
+                disable_user(ctx, &username).await?;
                 eprintln!("disabled user `{username}`");
             }
         }
         Ok(())
     }
+}
+
+/// The arguments of `users create` (the CLI's and the admin API's).
+#[derive(Clone)]
+pub struct CreateUser {
+    /// The username (the IdP `sub` for IdP users).
+    pub username: String,
+    /// A role the policy defines.
+    pub role: String,
+    /// The user's e-mail address.
+    pub email: Option<String>,
+    /// Attributes for policy rules (keys checked here).
+    pub attributes: BTreeMap<String, String>,
+    /// A local-login password, hashed before it is stored; never logged.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for CreateUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateUser")
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("email", &self.email)
+            .field("attributes", &self.attributes)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Checks and stores a new user, then records `user.create` in the audit trail.
+pub async fn create_user(ctx: &CliContext, req: CreateUser) -> anyhow::Result<UserRecord> {
+    validate_name("username", &req.username)?;
+    check_role(ctx, &req.role)?;
+    if let Some(email) = &req.email {
+        validate_email(email)?;
+    }
+    for key in req.attributes.keys() {
+        validate_attr_key(key)?;
+    }
+    let password_hash = match &req.password {
+        Some(password) => {
+            check_password(password)?;
+            Some(hash_password(password)?)
+        }
+        None => None,
+    };
+    let record = UserRecord {
+        username: req.username,
+        email: req.email,
+        role: Some(req.role),
+        attributes: req.attributes,
+        disabled: false,
+        password_hash,
+        created_at: now(),
+    };
+    ctx.store.create_user(&record).await?;
+    super::audit::record_admin(
+        ctx,
+        "user.create",
+        &format!("user:{}", record.username),
+        serde_json::json!({
+            "role": record.role,
+            "email": record.email,
+            "attributes": record.attributes,
+            "password_set": record.password_hash.is_some(),
+        }),
+    )
+    .await?;
+    Ok(record)
+}
+
+/// The line `users create` prints on stderr.
+pub fn describe_new_user(record: &UserRecord) -> String {
+    format!(
+        "created user `{}` with role `{}`{}",
+        record.username,
+        record.role.as_deref().unwrap_or_default(),
+        if record.password_hash.is_some() {
+            " and a local password"
+        } else {
+            ""
+        }
+    )
+}
+
+/// Binds a user to a role (creating an IdP user's record when needed); audited as
+/// `user.set_role` with the previous role.
+pub async fn set_user_role(ctx: &CliContext, username: &str, role: &str) -> anyhow::Result<()> {
+    validate_name("username", username)?;
+    check_role(ctx, role)?;
+    let previous = ctx.store.get_user(username).await?.and_then(|u| u.role);
+    ctx.store.set_user_role(username, role).await?;
+    super::audit::record_admin(
+        ctx,
+        "user.set_role",
+        &format!("user:{username}"),
+        serde_json::json!({"role": role, "previous_role": previous}),
+    )
+    .await
+}
+
+/// Sets one attribute of a user; audited as `user.set_attr`.
+pub async fn set_user_attr(
+    ctx: &CliContext,
+    username: &str,
+    key: &str,
+    value: &str,
+) -> anyhow::Result<()> {
+    validate_name("username", username)?;
+    validate_attr_key(key)?;
+    ctx.store.set_user_attr(username, key, value).await?;
+    super::audit::record_admin(
+        ctx,
+        "user.set_attr",
+        &format!("user:{username}"),
+        serde_json::json!({"key": key, "value": value}),
+    )
+    .await
+}
+
+/// Disables a user (every credential of theirs stops working); audited as `user.disable`.
+pub async fn disable_user(ctx: &CliContext, username: &str) -> anyhow::Result<()> {
+    validate_name("username", username)?;
+    ctx.store.disable_user(username).await?;
+    super::audit::record_admin(
+        ctx,
+        "user.disable",
+        &format!("user:{username}"),
+        serde_json::Value::Null,
+    )
+    .await
 }
 
 /// How list commands print.
@@ -284,6 +359,14 @@ pub fn read_password(mut input: impl BufRead) -> anyhow::Result<String> {
         bail!("--password-stdin: the password must have at least {MIN_PASSWORD_CHARS} characters");
     }
     Ok(password.to_string())
+}
+
+/// Checks a new local-login password's length.
+pub fn check_password(password: &str) -> anyhow::Result<()> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        bail!("the password must have at least {MIN_PASSWORD_CHARS} characters");
+    }
+    Ok(())
 }
 
 /// Hashes a password with Argon2id (default parameters) and a random salt, as a PHC string.
