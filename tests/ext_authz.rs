@@ -100,6 +100,8 @@ async fn new_key(store: &DynStore, ttl: i64) -> String {
             created_at: now,
             expires_at: now + ttl,
             revoked_at: None,
+            allowed_networks: None,
+            last_used_at: None,
         })
         .await
         .unwrap();

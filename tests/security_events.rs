@@ -73,6 +73,8 @@ async fn fixture() -> Fixture {
             created_at: now,
             expires_at: now + 3600,
             revoked_at: None,
+            allowed_networks: None,
+            last_used_at: None,
         })
         .await
         .unwrap();

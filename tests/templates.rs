@@ -117,6 +117,8 @@ impl Fixture {
                 created_at: now,
                 expires_at: now + 3600,
                 revoked_at: None,
+                allowed_networks: None,
+                last_used_at: None,
             })
             .await
             .unwrap();

@@ -847,6 +847,8 @@ mod tests {
             created_at: 0,
             expires_at: 1,
             revoked_at: None,
+            allowed_networks: None,
+            last_used_at: None,
         };
         let account = ServiceAccountRecord {
             name: "batch".into(),

@@ -7,6 +7,7 @@
 //! reaches them within the poll interval.
 
 mod approvals;
+mod provisioning;
 mod quota;
 mod records;
 mod sessions;
@@ -20,6 +21,8 @@ pub use records::{
     UserRecord,
 };
 pub use sqlite::SqliteStore;
+
+pub use provisioning::{DeactivationOutcome, ScimGroupChange, ScimGroupRecord, ScimUserRecord};
 
 pub use approvals::{
     ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalStore, DecideOutcome, RedeemOutcome,
@@ -137,6 +140,126 @@ pub trait Store:
     async fn latest_change(&self) -> StoreResult<i64>;
     /// Changes with a sequence number above `after`, oldest first, at most `limit`.
     async fn changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<Change>>;
+
+    // === key hygiene and SCIM provisioning (issue 7) ===
+    // Defaulted so a backend that has not implemented them yet still compiles; a caller gets
+    // `Unavailable` (and fails closed) until it does.
+
+    /// Records key uses in one batch: each key's `last_used_at` becomes the larger of the
+    /// stored value and the given time (so out-of-order batches never move it back). Unknown
+    /// ids are ignored. Not in the change feed (no cache depends on it).
+    async fn record_key_uses(&self, uses: &[(String, i64)]) -> StoreResult<()> {
+        let _ = uses;
+        Err(unsupported("record_key_uses"))
+    }
+
+    /// Sets a key's expiry (rotation grace: the old key keeps working until then);
+    /// `NotFound` when absent. In the change feed, so every server's key cache sees it.
+    async fn set_key_expiry(&self, id: &str, expires_at: i64) -> StoreResult<()> {
+        let _ = (id, expires_at);
+        Err(unsupported("set_key_expiry"))
+    }
+
+    /// Re-enables a disabled user; `NotFound` when absent. In the change feed.
+    async fn enable_user(&self, username: &str) -> StoreResult<()> {
+        let _ = username;
+        Err(unsupported("enable_user"))
+    }
+
+    /// Deactivates a user in ONE transaction: disables the user, ends their browser sessions
+    /// (reason `deprovisioned`), revokes their API keys and refresh tokens, and writes the
+    /// change rows. `NotFound` when absent. Deactivating twice is fine.
+    async fn deactivate_user(&self, username: &str, now: i64) -> StoreResult<DeactivationOutcome> {
+        let _ = (username, now);
+        Err(unsupported("deactivate_user"))
+    }
+
+    /// Creates a SCIM user linked to `user`: creates the `users` row, or adopts an existing
+    /// user of that name that has no SCIM link yet (its email and disabled flag then follow
+    /// `user`). `Conflict` when the username is linked already. In the change feed.
+    async fn scim_create_user(&self, scim: &ScimUserRecord, user: &UserRecord) -> StoreResult<()> {
+        let _ = (scim, user);
+        Err(unsupported("scim_create_user"))
+    }
+
+    /// A SCIM user by SCIM id (`active` read from the user's disabled flag).
+    async fn scim_get_user(&self, scim_id: &str) -> StoreResult<Option<ScimUserRecord>> {
+        let _ = scim_id;
+        Err(unsupported("scim_get_user"))
+    }
+
+    /// A SCIM user by store username.
+    async fn scim_get_user_by_username(
+        &self,
+        username: &str,
+    ) -> StoreResult<Option<ScimUserRecord>> {
+        let _ = username;
+        Err(unsupported("scim_get_user_by_username"))
+    }
+
+    /// All SCIM users, ordered by username.
+    async fn scim_list_users(&self) -> StoreResult<Vec<ScimUserRecord>> {
+        Err(unsupported("scim_list_users"))
+    }
+
+    /// Replaces a SCIM user's attributes (external id, names, email, `updated_at`), found by
+    /// SCIM id; the username is never changed (renaming would orphan keys and sessions).
+    /// Does not touch `active`: use `enable_user` / `deactivate_user`. `NotFound` when
+    /// absent. In the change feed.
+    async fn scim_update_user(&self, scim: &ScimUserRecord) -> StoreResult<()> {
+        let _ = scim;
+        Err(unsupported("scim_update_user"))
+    }
+
+    /// Creates a SCIM group with its members; `Conflict` when the display name exists,
+    /// `NotFound` when a member is not a SCIM user. In the change feed (each member).
+    async fn scim_create_group(&self, group: &ScimGroupRecord) -> StoreResult<()> {
+        let _ = group;
+        Err(unsupported("scim_create_group"))
+    }
+
+    /// A SCIM group by SCIM id, with its members.
+    async fn scim_get_group(&self, scim_id: &str) -> StoreResult<Option<ScimGroupRecord>> {
+        let _ = scim_id;
+        Err(unsupported("scim_get_group"))
+    }
+
+    /// All SCIM groups with their members, ordered by display name.
+    async fn scim_list_groups(&self) -> StoreResult<Vec<ScimGroupRecord>> {
+        Err(unsupported("scim_list_groups"))
+    }
+
+    /// Applies `change` to a group in one transaction at `now` and returns the group after
+    /// it; `NotFound` when the group or an added member is absent, `Conflict` when the new
+    /// display name is taken. Every user whose membership changed (or every member, when the
+    /// name changed) gets a `user` change row, so caches re-resolve their roles.
+    async fn scim_modify_group(
+        &self,
+        scim_id: &str,
+        change: &ScimGroupChange,
+        now: i64,
+    ) -> StoreResult<ScimGroupRecord> {
+        let _ = (scim_id, change, now);
+        Err(unsupported("scim_modify_group"))
+    }
+
+    /// Deletes a group; `NotFound` when absent. Its former members get change rows.
+    async fn scim_delete_group(&self, scim_id: &str) -> StoreResult<()> {
+        let _ = scim_id;
+        Err(unsupported("scim_delete_group"))
+    }
+
+    /// The display names of the SCIM groups `username` belongs to, sorted.
+    async fn scim_groups_for_user(&self, username: &str) -> StoreResult<Vec<String>> {
+        let _ = username;
+        Err(unsupported("scim_groups_for_user"))
+    }
+    // === end key hygiene and SCIM provisioning ===
+}
+
+/// The error a defaulted trait method returns on a backend that does not implement it yet.
+fn unsupported(method: &str) -> StoreError {
+    StoreError::Unavailable(format!("{method} not supported by this store backend"))
 }
 
 /// A shared handle to whichever backend the configuration chose.

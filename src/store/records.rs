@@ -52,6 +52,11 @@ pub struct ApiKeyRecord {
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
+    /// CIDR strings (validated at creation) the key may be used from; `None` = anywhere.
+    pub allowed_networks: Option<Vec<String>>,
+    /// Unix seconds of the last recorded use (written in batches, so up to a few seconds
+    /// behind); `None` = never used.
+    pub last_used_at: Option<i64>,
 }
 
 /// One entry of the change feed: which entity changed.

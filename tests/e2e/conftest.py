@@ -173,7 +173,8 @@ class Upstream:
     """A ThreadingHTTPServer that records every request and answers 200 with a JSON body shaped
     like Fooocus-API's synchronous result."""
 
-    def __init__(self):
+    def __init__(self, ssl_context=None):
+        """`ssl_context` (an `ssl.SSLContext` for a server), when given, makes it serve HTTPS."""
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
         upstream = self
@@ -219,6 +220,9 @@ class Upstream:
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if ssl_context is not None:
+            # Handshakes run in accept(); a refused client is an OSError that socketserver drops.
+            self.server.socket = ssl_context.wrap_socket(self.server.socket, server_side=True)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="upstream", daemon=True)
@@ -323,11 +327,19 @@ class Stack:
     """One inferguard serve + one Envoy + one upstream, in one temp dir."""
 
     def __init__(self, workdir: Path, *, identity: dict | None = None, policy_yaml: str | None = None,
-                 audit: dict | None = None):
+                 audit: dict | None = None, extra_config: dict | None = None, envoy_yaml: Path | None = None,
+                 grpc_credentials=None, upstream_ssl=None):
         """`identity` replaces the `identity:` section of inferguard.yaml (default: API keys in
         X-API-KEY); `policy_yaml` replaces the policy (default: POLICY_YAML); `audit`, when
-        given, is written as the `audit:` section (default: none)."""
+        given, is written as the `audit:` section (default: none); `extra_config` adds
+        top-level sections (e.g. `tls`); `envoy_yaml` is the shipped Envoy file to run (default:
+        envoy/envoy.yaml; Envoy runs in the stack's directory, so relative `certs/` paths
+        resolve there); `grpc_credentials` (grpc.ssl_channel_credentials) reach a TLS ext_authz
+        listener; `upstream_ssl` (an ssl.SSLContext) makes the stand-in upstream serve HTTPS."""
         self.dir = workdir
+        self.extra_config = extra_config or {}
+        self.envoy_yaml = envoy_yaml or ENVOY_YAML
+        self.grpc_credentials = grpc_credentials
         self.audit = audit
         self.identity = identity if identity is not None else {"api_keys": {"headers": ["x-api-key"]}}
         self.policy_yaml = policy_yaml if policy_yaml is not None else POLICY_YAML
@@ -340,7 +352,7 @@ class Stack:
         self.policy = self.dir / "policy.yaml"
         self.serve_log = self.dir / "inferguard-serve.log"
         self.envoy_log = self.dir / "envoy.log"
-        self.upstream = Upstream()
+        self.upstream = Upstream(upstream_ssl)
         self.serve: subprocess.Popen | None = None
         self.envoy: subprocess.Popen | None = None
         self._names = itertools.count(1)
@@ -366,14 +378,16 @@ class Stack:
                     "identity": self.identity,
                     "policy": {"file": "policy.yaml"},
                     **({"audit": self.audit} if self.audit is not None else {}),
+                    **self.extra_config,
                 },
                 sort_keys=False,
             )
         )
 
     def envoy_config(self) -> Path:
-        """envoy/envoy.yaml with only its addresses rewritten to this stack's ports."""
-        cfg = yaml.safe_load(ENVOY_YAML.read_text())
+        """The shipped Envoy file (envoy/envoy.yaml unless told) with only its addresses
+        rewritten to this stack's ports."""
+        cfg = yaml.safe_load(self.envoy_yaml.read_text())
         cfg["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=self.envoy_admin_port)
         (listener,) = cfg["static_resources"]["listeners"]
         listener["address"]["socket_address"].update(address="127.0.0.1", port_value=self.envoy_port)
@@ -505,13 +519,15 @@ class Stack:
 
     def grpc_channel(self) -> grpc.Channel:
         if self._grpc_channel is None:
-            self._grpc_channel = grpc.insecure_channel(
-                f"127.0.0.1:{self.ext_authz_port}",
-                options=[
-                    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ],
-            )
+            options = [
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ]
+            target = f"127.0.0.1:{self.ext_authz_port}"
+            if self.grpc_credentials is not None:
+                self._grpc_channel = grpc.secure_channel(target, self.grpc_credentials, options=options)
+            else:
+                self._grpc_channel = grpc.insecure_channel(target, options=options)
         return self._grpc_channel
 
     def stop(self):

@@ -48,6 +48,8 @@ fn key(
         created_at: t - 30 * DAY,
         expires_at: t + expires_in_days * DAY,
         revoked_at: revoked.then_some(t - DAY),
+        allowed_networks: None,
+        last_used_at: None,
     }
 }
 

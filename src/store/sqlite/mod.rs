@@ -22,13 +22,16 @@ use sqlx::sqlite::{
 };
 
 use super::{
-    ApiKeyRecord, Change, OwnerRef, RefreshTokenRecord, ServiceAccountRecord, SigningKeyRecord,
-    Store, StoreError, StoreResult, UserRecord,
+    ApiKeyRecord, Change, DeactivationOutcome, OwnerRef, RefreshTokenRecord, ScimGroupChange,
+    ScimGroupRecord, ScimUserRecord, ServiceAccountRecord, SigningKeyRecord, Store, StoreError,
+    StoreResult, UserRecord,
 };
 use crate::domain::PrincipalKind;
 
 mod approvals;
+mod key_hygiene;
 mod quota;
+mod scim;
 mod sessions;
 mod templates;
 
@@ -70,6 +73,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "templates",
         include_str!("../../../migrations/sqlite/0005_templates.sql"),
+    ),
+    (
+        6,
+        "key_hygiene",
+        include_str!("../../../migrations/sqlite/0006_key_hygiene.sql"),
+    ),
+    (
+        7,
+        "scim",
+        include_str!("../../../migrations/sqlite/0007_scim.sql"),
     ),
 ];
 
@@ -251,6 +264,8 @@ fn key_from_row(row: &SqliteRow) -> StoreResult<ApiKeyRecord> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        allowed_networks: scopes_from_json(row.try_get("allowed_networks")?)?,
+        last_used_at: row.try_get("last_used_at")?,
     })
 }
 
@@ -259,7 +274,8 @@ const USER_COLUMNS: &str =
 const SERVICE_ACCOUNT_COLUMNS: &str = "SELECT name, role, attributes, daily_images, daily_tokens, \
      disabled, created_at FROM service_accounts";
 const KEY_COLUMNS: &str = "SELECT id, name, owner_kind, owner, secret_sha256, scopes, \
-     daily_images, created_at, expires_at, revoked_at FROM api_keys";
+     daily_images, created_at, expires_at, revoked_at, allowed_networks, last_used_at \
+     FROM api_keys";
 
 const SIGNING_KEY_COLUMNS: &str = "SELECT kid, purpose, private_key, created_at FROM signing_keys";
 const REFRESH_TOKEN_COLUMNS: &str = "SELECT token_sha256, family_id, username, created_at, \
@@ -473,8 +489,8 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         sqlx::query(
             "INSERT INTO api_keys (id, name, owner_kind, owner, secret_sha256, scopes, \
-             daily_images, created_at, expires_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             daily_images, created_at, expires_at, revoked_at, allowed_networks, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -486,6 +502,8 @@ impl Store for SqliteStore {
         .bind(key.created_at)
         .bind(key.expires_at)
         .bind(key.revoked_at)
+        .bind(scopes_to_json(&key.allowed_networks)?)
+        .bind(key.last_used_at)
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict(e, || key_label(&key.id)))?;
@@ -676,6 +694,76 @@ impl Store for SqliteStore {
             })
             .collect()
     }
+
+    // === key hygiene and SCIM provisioning (bodies in key_hygiene.rs and scim.rs) ===
+    async fn record_key_uses(&self, uses: &[(String, i64)]) -> StoreResult<()> {
+        self.record_key_uses_impl(uses).await
+    }
+
+    async fn set_key_expiry(&self, id: &str, expires_at: i64) -> StoreResult<()> {
+        self.set_key_expiry_impl(id, expires_at).await
+    }
+
+    async fn enable_user(&self, username: &str) -> StoreResult<()> {
+        self.enable_user_impl(username).await
+    }
+
+    async fn deactivate_user(&self, username: &str, now: i64) -> StoreResult<DeactivationOutcome> {
+        self.deactivate_user_impl(username, now).await
+    }
+
+    async fn scim_create_user(&self, scim: &ScimUserRecord, user: &UserRecord) -> StoreResult<()> {
+        self.scim_create_user_impl(scim, user).await
+    }
+
+    async fn scim_get_user(&self, scim_id: &str) -> StoreResult<Option<ScimUserRecord>> {
+        self.scim_get_user_impl("s.scim_id", scim_id).await
+    }
+
+    async fn scim_get_user_by_username(
+        &self,
+        username: &str,
+    ) -> StoreResult<Option<ScimUserRecord>> {
+        self.scim_get_user_impl("s.username", username).await
+    }
+
+    async fn scim_list_users(&self) -> StoreResult<Vec<ScimUserRecord>> {
+        self.scim_list_users_impl().await
+    }
+
+    async fn scim_update_user(&self, scim: &ScimUserRecord) -> StoreResult<()> {
+        self.scim_update_user_impl(scim).await
+    }
+
+    async fn scim_create_group(&self, group: &ScimGroupRecord) -> StoreResult<()> {
+        self.scim_create_group_impl(group).await
+    }
+
+    async fn scim_get_group(&self, scim_id: &str) -> StoreResult<Option<ScimGroupRecord>> {
+        self.scim_get_group_impl(scim_id).await
+    }
+
+    async fn scim_list_groups(&self) -> StoreResult<Vec<ScimGroupRecord>> {
+        self.scim_list_groups_impl().await
+    }
+
+    async fn scim_modify_group(
+        &self,
+        scim_id: &str,
+        change: &ScimGroupChange,
+        now: i64,
+    ) -> StoreResult<ScimGroupRecord> {
+        self.scim_modify_group_impl(scim_id, change, now).await
+    }
+
+    async fn scim_delete_group(&self, scim_id: &str) -> StoreResult<()> {
+        self.scim_delete_group_impl(scim_id).await
+    }
+
+    async fn scim_groups_for_user(&self, username: &str) -> StoreResult<Vec<String>> {
+        self.scim_groups_for_user_impl(username).await
+    }
+    // === end key hygiene and SCIM provisioning ===
 }
 
 #[cfg(test)]
@@ -732,6 +820,8 @@ mod tests {
             created_at,
             expires_at: created_at + 90 * 86_400,
             revoked_at: None,
+            allowed_networks: None,
+            last_used_at: None,
         }
     }
 
