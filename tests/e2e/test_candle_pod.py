@@ -275,10 +275,12 @@ def test_usage_in_the_access_log_joins_the_audit_record(stack):
         usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"])
 
     def audit_record():
-        for line in (stack.dir / "audit.jsonl").read_text().splitlines():
-            rec = json.loads(line)
-            if rec.get("request_id") == request_id:
-                return rec
+        # audit.file names the trail; its files are dated (audit-YYYY-MM-DD.jsonl).
+        for path in sorted(stack.dir.glob("audit*.jsonl")):
+            for line in path.read_text().splitlines():
+                rec = json.loads(line)
+                if rec.get("request_id") == request_id:
+                    return rec
         return None
 
     wait_until(audit_record, 10, "the audit record of the request")
@@ -290,7 +292,7 @@ def test_figures(stack, pod, capsys):
     """Tokens per second of the pod, and inferguard's share of the end-to-end latency (printed,
     for the README; asserted only to be sane)."""
     root = token(stack, "root")
-    body = chat_body(max_tokens=64)
+    body = chat_body(max_tokens=96, messages=[{"role": "user", "content": "Write a short story about a lighthouse keeper."}])
     direct, via = [], []
     for _ in range(3):
         t = time.monotonic()
