@@ -17,3 +17,6 @@ pub mod client;
 pub mod convert;
 pub mod server;
 pub mod service;
+
+#[cfg(test)]
+mod tests;
