@@ -1,37 +1,71 @@
-//! Background tasks of `serve`: following the store's change feed, and reloading the policy.
+//! Background tasks of `serve`: following the store's change feed (woken by the store's change
+//! notifications where it has them), and reloading the policy.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
 use crate::app::Shared;
 use crate::audit::{AuditEvent, AuditTrail};
 use crate::authorizer::Authorizer;
 use crate::config;
+use crate::store::{ChangeListener, ChangeSignal};
 
 const FEED_BATCH: i64 = 1000;
 
-/// Polls the change feed and drops the cache entries it names, so that a change made by
-/// another process (the CLI, another replica) reaches this one within `interval`.
+/// Wake-ups from the store's change notifications (PostgreSQL LISTEN/NOTIFY).
+#[derive(Default)]
+struct Wake {
+    /// Signalled on every notification (permits coalesce: many changes, one read).
+    notify: Notify,
+    /// Set when the notification channel was lost and is back: caches may be stale.
+    resubscribed: AtomicBool,
+}
+
+/// Aborts the listening task when the follower ends (or is cancelled).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Follows the change feed and drops the cache entries it names, so that a change made by
+/// another process (the CLI, another replica) reaches this one quickly: at once when the
+/// store pushes change notifications (PostgreSQL), and within `interval` by polling in any
+/// case (SQLite, or a lost notification). When the notification channel was lost, every
+/// cache is flushed once it is back (a change may have been missed meanwhile).
 pub async fn follow_changes(
     shared: Arc<Shared>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let wake = Arc::new(Wake::default());
+    let _listening = shared
+        .store
+        .change_listener()
+        .map(|listener| AbortOnDrop(tokio::spawn(listen(listener, wake.clone()))));
     let mut last: Option<i64> = None;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            _ = wake.notify.notified() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let authorizer = &shared.authorizer;
+        if wake.resubscribed.swap(false, Ordering::SeqCst) {
+            tracing::info!("store change notifications resumed: all caches flushed");
+            authorizer.flush_caches();
+        }
         let Some(after) = last else {
             match shared.store.latest_change().await {
                 Ok(seq) => {
@@ -59,6 +93,18 @@ pub async fn follow_changes(
             }
             Err(e) => mark_unhealthy(&shared, &e.to_string()),
         }
+    }
+}
+
+/// Forwards the store's change notifications to the follower, for as long as it runs (the
+/// listener reconnects by itself).
+async fn listen(mut listener: ChangeListener, wake: Arc<Wake>) {
+    loop {
+        match listener.next().await {
+            ChangeSignal::Changed => {}
+            ChangeSignal::Resubscribed => wake.resubscribed.store(true, Ordering::SeqCst),
+        }
+        wake.notify.notify_one();
     }
 }
 

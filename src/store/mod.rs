@@ -3,19 +3,24 @@
 //!
 //! The backend (embedded SQLite by default, PostgreSQL for several replicas) is picked at
 //! runtime from `store.url`. Every mutation also appends a row to a change feed, which running
-//! servers poll to invalidate their caches, so a change made by the CLI in another process
-//! reaches them within the poll interval.
+//! servers follow to invalidate their caches (polled; on PostgreSQL also pushed by
+//! LISTEN/NOTIFY), so a change made by the CLI in another process or by another replica
+//! reaches them within the poll interval, on PostgreSQL at once.
 
 mod approvals;
+mod postgres;
 mod provisioning;
 mod quota;
 mod records;
 mod sessions;
 mod sqlite;
 mod templates;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
+pub use postgres::{CHANGE_CHANNEL, ChangeListener, ChangeSignal, PostgresStore};
 pub use records::{
     ApiKeyRecord, Change, OwnerRef, RefreshTokenRecord, ServiceAccountRecord, SigningKeyRecord,
     UserRecord,
@@ -140,6 +145,11 @@ pub trait Store:
     async fn latest_change(&self) -> StoreResult<i64>;
     /// Changes with a sequence number above `after`, oldest first, at most `limit`.
     async fn changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<Change>>;
+    /// A listener that wakes on every committed change, when the backend pushes them
+    /// (PostgreSQL LISTEN/NOTIFY); `None` when the feed can only be polled (SQLite).
+    fn change_listener(&self) -> Option<ChangeListener> {
+        None
+    }
 
     // === key hygiene and SCIM provisioning (issue 7) ===
     // Defaulted so a backend that has not implemented them yet still compiles; a caller gets
@@ -270,9 +280,7 @@ pub async fn open(url: &str) -> StoreResult<DynStore> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Err(StoreError::Unavailable(
-            "the PostgreSQL store is not built yet; use sqlite://".into(),
-        ))
+        Ok(Arc::new(PostgresStore::connect(url).await?))
     } else {
         Err(StoreError::Unavailable(format!(
             "unsupported store url scheme in `{}` (use sqlite://FILE or postgres://…)",

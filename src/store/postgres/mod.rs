@@ -1,0 +1,700 @@
+//! The PostgreSQL backend, for several replicas (and the CLI) sharing one store.
+//!
+//! Picked by `store.url: postgres://…` (or `postgresql://…`); the url may carry any libpq-style
+//! parameter sqlx understands, e.g. `?options=-c%20search_path%3Dinferguard` for a schema.
+//! The tables are the same as SQLite's (migrations/postgres, run under sqlx's advisory lock on
+//! a dedicated connection, so replicas starting together migrate once).
+//!
+//! Writes that touch the change feed run in transactions that first take one transaction-scoped
+//! advisory lock: like SQLite's `BEGIN IMMEDIATE`, writers are serialised, so a transaction's
+//! read-then-write logic sees every earlier commit, and change-feed sequence numbers commit in
+//! order (a follower that has read up to N never later finds a committed row below N). Quota
+//! consumption, which happens on every request and records no change, does not take it: it
+//! relies on row locks of `INSERT … ON CONFLICT DO UPDATE … WHERE` instead.
+//!
+//! Every insert into `changes` also sends a NOTIFY (a trigger; channel [`CHANGE_CHANNEL`] plus
+//! the table's oid), which [`ChangeListener`] turns into a wake-up for the change-feed follower.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row, SqlSafeStr};
+
+use super::{
+    ApiKeyRecord, Change, OwnerRef, RefreshTokenRecord, ServiceAccountRecord, SigningKeyRecord,
+    Store, StoreError, StoreResult, UserRecord, redacted_url,
+};
+use crate::domain::PrincipalKind;
+
+mod approvals;
+mod listen;
+mod quota;
+mod sessions;
+mod templates;
+
+pub use listen::{CHANGE_CHANNEL, ChangeListener, ChangeSignal};
+
+/// Connections kept by one process.
+const MAX_CONNECTIONS: u32 = 10;
+/// How long a caller waits for a free pooled connection (or a new one).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts at running the migrations (a replica that loses a race, or finds the server
+/// restarting, tries again).
+const MIGRATION_ATTEMPTS: u32 = 10;
+/// The transaction-scoped advisory lock every change-feed writer takes first (any constant
+/// works; this one spells "infergrd").
+const WRITE_LOCK: i64 = 0x696e_6665_7267_7264;
+
+/// The migrations, embedded in the binary: `(version, description, sql)`, in order, with the
+/// same versions as the SQLite ones.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "local_login",
+        include_str!("../../../migrations/postgres/0002_local_login.sql"),
+    ),
+    (
+        3,
+        "quotas_approvals",
+        include_str!("../../../migrations/postgres/0003_quotas_approvals.sql"),
+    ),
+    (
+        4,
+        "sessions",
+        include_str!("../../../migrations/postgres/0004_sessions.sql"),
+    ),
+    (
+        5,
+        "templates",
+        include_str!("../../../migrations/postgres/0005_templates.sql"),
+    ),
+    (
+        6,
+        "key_hygiene",
+        include_str!("../../../migrations/postgres/0006_key_hygiene.sql"),
+    ),
+];
+
+/// The PostgreSQL store. Cheap to clone (a pool handle).
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database named by a `postgres://…` url and runs the embedded
+    /// migrations. Fails (`Unavailable`, password redacted) when the server is unreachable.
+    pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+        let shown = redacted_url(url);
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::Unavailable(format!("invalid PostgreSQL store url `{shown}`: {e}"))
+        })?;
+        let options = options.application_name("inferguard");
+        Self::migrate(&options, &shown).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot open PostgreSQL store `{shown}`: {e}"))
+            })?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// Applies any embedded migration the database has not seen yet, on a connection of its
+    /// own: sqlx holds a session advisory lock while it migrates, and closing the connection
+    /// releases it even when a migration fails half-way.
+    async fn migrate(options: &PgConnectOptions, shown: &str) -> StoreResult<()> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    (*sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        let migrator = Migrator::with_migrations(migrations);
+        let mut attempt = 1;
+        loop {
+            let result = match PgConnection::connect_with(options).await {
+                Ok(mut conn) => {
+                    let result = migrator.run(&mut conn).await;
+                    let _ = conn.close().await;
+                    result.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(format!("cannot connect: {e}")),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < MIGRATION_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %e, "store migration failed; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                Err(e) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "cannot migrate the PostgreSQL store `{shown}`: {e}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Starts a transaction for a write that (may) append to the change feed: it first takes
+    /// the writers' advisory lock, held until commit or rollback.
+    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+}
+
+/// Current time in unix seconds.
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Maps a unique-constraint violation to `Conflict(what)`, anything else as usual.
+fn conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what()),
+        _ => e.into(),
+    }
+}
+
+fn user_label(username: &str) -> String {
+    format!("user `{username}`")
+}
+
+fn service_account_label(name: &str) -> String {
+    format!("service account `{name}`")
+}
+
+fn key_label(id: &str) -> String {
+    format!("key `{id}`")
+}
+
+fn attributes_to_json(attributes: &BTreeMap<String, String>) -> StoreResult<String> {
+    serde_json::to_string(attributes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn attributes_from_json(text: &str) -> StoreResult<BTreeMap<String, String>> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("attributes are not a JSON string map: {e}")))
+}
+
+fn scopes_to_json(scopes: &Option<Vec<String>>) -> StoreResult<Option<String>> {
+    scopes
+        .as_ref()
+        .map(|s| serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+fn scopes_from_json(text: Option<String>) -> StoreResult<Option<Vec<String>>> {
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| StoreError::Corrupt(format!("scopes are not a JSON string list: {e}")))
+    })
+    .transpose()
+}
+
+fn owner_kind_from_str(kind: &str) -> StoreResult<PrincipalKind> {
+    match kind {
+        "user" => Ok(PrincipalKind::User),
+        "service_account" => Ok(PrincipalKind::ServiceAccount),
+        other => Err(StoreError::Corrupt(format!(
+            "unknown key owner kind `{other}`"
+        ))),
+    }
+}
+
+fn user_from_row(row: &PgRow) -> StoreResult<UserRecord> {
+    Ok(UserRecord {
+        username: row.try_get("username")?,
+        email: row.try_get("email")?,
+        role: row.try_get("role")?,
+        attributes: attributes_from_json(&row.try_get::<String, _>("attributes")?)?,
+        disabled: row.try_get("disabled")?,
+        password_hash: row.try_get("password_hash")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn service_account_from_row(row: &PgRow) -> StoreResult<ServiceAccountRecord> {
+    Ok(ServiceAccountRecord {
+        name: row.try_get("name")?,
+        role: row.try_get("role")?,
+        attributes: attributes_from_json(&row.try_get::<String, _>("attributes")?)?,
+        daily_images: row.try_get("daily_images")?,
+        daily_tokens: row.try_get("daily_tokens")?,
+        disabled: row.try_get("disabled")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn key_from_row(row: &PgRow) -> StoreResult<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        owner: OwnerRef {
+            kind: owner_kind_from_str(&row.try_get::<String, _>("owner_kind")?)?,
+            name: row.try_get("owner")?,
+        },
+        secret_sha256: row.try_get("secret_sha256")?,
+        scopes: scopes_from_json(row.try_get("scopes")?)?,
+        daily_images: row.try_get("daily_images")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        allowed_networks: scopes_from_json(row.try_get("allowed_networks")?)?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+const USER_COLUMNS: &str =
+    "SELECT username, email, role, attributes, disabled, password_hash, created_at FROM users";
+const SERVICE_ACCOUNT_COLUMNS: &str = "SELECT name, role, attributes, daily_images, daily_tokens, \
+     disabled, created_at FROM service_accounts";
+const KEY_COLUMNS: &str = "SELECT id, name, owner_kind, owner, secret_sha256, scopes, \
+     daily_images, created_at, expires_at, revoked_at, allowed_networks, last_used_at \
+     FROM api_keys";
+
+const SIGNING_KEY_COLUMNS: &str = "SELECT kid, purpose, private_key, created_at FROM signing_keys";
+const REFRESH_TOKEN_COLUMNS: &str = "SELECT token_sha256, family_id, username, created_at, \
+     expires_at, used_at, revoked_at FROM refresh_tokens";
+
+fn signing_key_from_row(row: &PgRow) -> StoreResult<SigningKeyRecord> {
+    Ok(SigningKeyRecord {
+        kid: row.try_get("kid")?,
+        purpose: row.try_get("purpose")?,
+        private_key_der: row.try_get("private_key")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn refresh_token_from_row(row: &PgRow) -> StoreResult<RefreshTokenRecord> {
+    Ok(RefreshTokenRecord {
+        token_sha256: row.try_get("token_sha256")?,
+        family_id: row.try_get("family_id")?,
+        username: row.try_get("username")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        used_at: row.try_get("used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// Revokes the not yet revoked tokens matching `filter` (`family_id = $2` or
+/// `username = $2`) inside the caller's transaction, recording one change per family touched.
+async fn revoke_refresh_where(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    filter: &'static str,
+    value: &str,
+    now: i64,
+) -> StoreResult<u64> {
+    let families: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "UPDATE refresh_tokens SET revoked_at = $1 WHERE {filter} = $2 AND revoked_at IS NULL \
+         RETURNING family_id"
+    )))
+    .bind(now)
+    .bind(value)
+    .fetch_all(&mut **tx)
+    .await?;
+    let touched: std::collections::BTreeSet<&str> = families.iter().map(String::as_str).collect();
+    for family in touched {
+        record_change(tx, "refresh_token", family, now).await?;
+    }
+    Ok(families.len() as u64)
+}
+
+/// Appends one entry to the change feed inside the caller's transaction.
+async fn record_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    entity: &str,
+    id: &str,
+    at: i64,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO changes (entity, id, at) VALUES ($1, $2, $3)")
+        .bind(entity)
+        .bind(id)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()> {
+        let attributes = attributes_to_json(&user.attributes)?;
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO users (username, email, role, attributes, disabled, password_hash, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&user.username)
+        .bind(&user.email)
+        .bind(&user.role)
+        .bind(attributes)
+        .bind(user.disabled)
+        .bind(&user.password_hash)
+        .bind(user.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, || user_label(&user.username)))?;
+        record_change(&mut tx, "user", &user.username, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_user(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let sql = format!("{USER_COLUMNS} WHERE username = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        let sql = format!("{USER_COLUMNS} ORDER BY username");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn set_user_attr(&self, username: &str, key: &str, value: &str) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT attributes FROM users WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else {
+            return Err(StoreError::NotFound(user_label(username)));
+        };
+        let mut attributes = attributes_from_json(&current)?;
+        attributes.insert(key.to_string(), value.to_string());
+        sqlx::query("UPDATE users SET attributes = $1 WHERE username = $2")
+            .bind(attributes_to_json(&attributes)?)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        record_change(&mut tx, "user", username, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn disable_user(&self, username: &str) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query("UPDATE users SET disabled = TRUE WHERE username = $1")
+            .bind(username)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound(user_label(username)));
+        }
+        record_change(&mut tx, "user", username, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_user_role(&self, username: &str, role: &str) -> StoreResult<()> {
+        let at = now();
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO users (username, role, attributes, disabled, created_at) \
+             VALUES ($1, $2, '{}', FALSE, $3) \
+             ON CONFLICT (username) DO UPDATE SET role = excluded.role",
+        )
+        .bind(username)
+        .bind(role)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        record_change(&mut tx, "user", username, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_service_account(&self, sa: &ServiceAccountRecord) -> StoreResult<()> {
+        let attributes = attributes_to_json(&sa.attributes)?;
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO service_accounts (name, role, attributes, daily_images, daily_tokens, \
+             disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&sa.name)
+        .bind(&sa.role)
+        .bind(attributes)
+        .bind(sa.daily_images)
+        .bind(sa.daily_tokens)
+        .bind(sa.disabled)
+        .bind(sa.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, || service_account_label(&sa.name)))?;
+        record_change(&mut tx, "service_account", &sa.name, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_service_account(&self, name: &str) -> StoreResult<Option<ServiceAccountRecord>> {
+        let sql = format!("{SERVICE_ACCOUNT_COLUMNS} WHERE name = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(service_account_from_row)
+            .transpose()
+    }
+
+    async fn list_service_accounts(&self) -> StoreResult<Vec<ServiceAccountRecord>> {
+        let sql = format!("{SERVICE_ACCOUNT_COLUMNS} ORDER BY name");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(service_account_from_row)
+            .collect()
+    }
+
+    async fn create_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        let scopes = scopes_to_json(&key.scopes)?;
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, owner_kind, owner, secret_sha256, scopes, \
+             daily_images, created_at, expires_at, revoked_at, allowed_networks, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(key.owner.kind.as_str())
+        .bind(&key.owner.name)
+        .bind(&key.secret_sha256)
+        .bind(scopes)
+        .bind(key.daily_images)
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .bind(key.revoked_at)
+        .bind(scopes_to_json(&key.allowed_networks)?)
+        .bind(key.last_used_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, || key_label(&key.id)))?;
+        record_change(&mut tx, "key", &key.id, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let sql = format!("{KEY_COLUMNS} WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(key_from_row)
+            .transpose()
+    }
+
+    async fn list_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        let sql = format!("{KEY_COLUMNS} ORDER BY created_at DESC, id");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(key_from_row)
+            .collect()
+    }
+
+    async fn revoke_key(&self, id: &str, now: i64) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        // The first revocation time is kept: revoking again changes nothing but is no error.
+        let updated =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound(key_label(id)));
+        }
+        record_change(&mut tx, "key", id, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_or_create_signing_key(
+        &self,
+        purpose: &str,
+        generate: &(dyn Fn() -> (String, Vec<u8>) + Send + Sync),
+    ) -> StoreResult<SigningKeyRecord> {
+        let sql = format!("{SIGNING_KEY_COLUMNS} WHERE purpose = $1 AND retired_at IS NULL");
+        let existing = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(purpose)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = existing {
+            return signing_key_from_row(&row);
+        }
+        let (kid, private_key_der) = generate();
+        let at = now();
+        let mut tx = self.begin_write().await?;
+        // Another process may have stored its key since the read above: the unique index on
+        // the active key per purpose makes this insert a no-op then, and everyone reads the
+        // first key stored.
+        let inserted = sqlx::query(
+            "INSERT INTO signing_keys (kid, purpose, private_key, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&kid)
+        .bind(purpose)
+        .bind(&private_key_der)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted > 0 {
+            record_change(&mut tx, "signing_key", &kid, at).await?;
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(purpose)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        signing_key_from_row(&row)
+    }
+
+    async fn create_refresh_token(&self, token: &RefreshTokenRecord) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let family_revoked: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM refresh_tokens \
+             WHERE family_id = $1 AND revoked_at IS NOT NULL)",
+        )
+        .bind(&token.family_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if family_revoked {
+            return Err(StoreError::Conflict(format!(
+                "revoked refresh token family `{}`",
+                token.family_id
+            )));
+        }
+        sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
+            .bind(token.created_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_sha256, family_id, username, created_at, \
+             expires_at, used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&token.token_sha256)
+        .bind(&token.family_id)
+        .bind(&token.username)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .bind(token.used_at)
+        .bind(token.revoked_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, || "refresh token".to_string()))?;
+        record_change(&mut tx, "refresh_token", &token.family_id, token.created_at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn use_refresh_token(
+        &self,
+        token_sha256: &str,
+        now: i64,
+    ) -> StoreResult<Option<RefreshTokenRecord>> {
+        let mut tx = self.begin_write().await?;
+        let sql = format!("{REFRESH_TOKEN_COLUMNS} WHERE token_sha256 = $1");
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(token_sha256)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let before = refresh_token_from_row(&row)?;
+        if before.used_at.is_none() && before.revoked_at.is_none() && before.expires_at > now {
+            sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_sha256 = $2")
+                .bind(now)
+                .bind(token_sha256)
+                .execute(&mut *tx)
+                .await?;
+            record_change(&mut tx, "refresh_token", &before.family_id, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(before))
+    }
+
+    async fn revoke_refresh_family(&self, family_id: &str, now: i64) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let revoked = revoke_refresh_where(&mut tx, "family_id", family_id, now).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn revoke_refresh_tokens_for_user(&self, username: &str, now: i64) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let revoked = revoke_refresh_where(&mut tx, "username", username, now).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn latest_change(&self) -> StoreResult<i64> {
+        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM changes")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq)
+    }
+
+    async fn changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<Change>> {
+        sqlx::query("SELECT seq, entity, id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after)
+            .bind(limit.max(0))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(Change {
+                    seq: row.try_get("seq")?,
+                    entity: row.try_get("entity")?,
+                    id: row.try_get("id")?,
+                })
+            })
+            .collect()
+    }
+
+    fn change_listener(&self) -> Option<ChangeListener> {
+        Some(ChangeListener::new(self.pool.clone()))
+    }
+}
