@@ -201,6 +201,36 @@ def test_a_token_generates_deterministic_text_with_usage(stack):
     assert again.json()["choices"][0]["message"]["content"] == text
 
 
+def test_text_completion_and_models_through_envoy(stack):
+    ann = token(stack, "ann")
+    r = requests.post(f"{stack.url}/v1/completions", timeout=120, headers={"Authorization": f"Bearer {ann}"},
+                      json={"model": MODEL_ID, "prompt": "Once upon a time", "max_tokens": 8, "temperature": 0})
+    assert r.status_code == 200, r.text[:500]
+    body = r.json()
+    assert body["object"] == "text_completion" and body["choices"][0]["text"].strip(), body
+    assert body["usage"]["prompt_tokens"] == 4, body["usage"]  # Once, ␣upon, ␣a, ␣time
+    r = requests.get(f"{stack.url}/v1/models", timeout=30, headers={"Authorization": f"Bearer {ann}"})
+    assert r.status_code == 200 and [m["id"] for m in r.json()["data"]] == [MODEL_ID], r.text[:300]
+    # The role's `models:` list is enforced by inferguard before the pod sees the request.
+    r = chat(stack, ann, chat_body(model="another-model"))
+    assert r.status_code == 403, r.text[:300]
+
+
+def test_a_non_admin_is_refused_the_admin_apis_user_listing(stack):
+    def users_list(bearer: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(stack.bin), "users", "list", "--config", str(stack.config), "--format", "json",
+             "--server", f"http://127.0.0.1:{stack.admin_port}"],
+            env=dict(stack.env, INFERGUARD_TOKEN=bearer), capture_output=True, text=True, timeout=60)
+
+    refused = users_list(token(stack, "ann"))
+    assert refused.returncode != 0, refused.stdout
+    assert "admin:manage_users" in refused.stderr, refused.stderr
+    allowed = users_list(token(stack, "root"))
+    assert allowed.returncode == 0, allowed.stderr
+    assert {"root", "ann"} <= {u["username"] for u in json.loads(allowed.stdout)}, allowed.stdout
+
+
 def test_streaming_through_envoy_matches_the_plain_answer(stack):
     bob = token(stack, "bob")
     plain = chat(stack, bob, chat_body(max_tokens=16))
