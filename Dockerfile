@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # inferguard container image: a release build in a Rust image, copied alone into a distroless
 # base (glibc, CA certificates, no shell, no package manager) that runs as a non-root user.
 #   docker build -t inferguard:dev .
@@ -7,10 +6,9 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-# Cache mounts keep the registry and target/ between builds; the binary is copied out of them.
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
-    cargo build --release --locked --package inferguard --bin inferguard \
+# Plain RUN (no BuildKit-only cache mounts), so docker's legacy builder, podman and kaniko all
+# build it.
+RUN cargo build --release --locked --package inferguard --bin inferguard \
     && install -D -m 0755 target/release/inferguard /out/inferguard
 
 FROM gcr.io/distroless/cc-debian12:nonroot

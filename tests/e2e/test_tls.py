@@ -230,3 +230,29 @@ def test_unusable_tls_files_stop_the_start(tmp_path):
     assert proc.returncode != 0
     assert "tls.ext_authz" in proc.stderr and "inference.key" in proc.stderr, proc.stderr
     assert "BEGIN" not in proc.stderr  # no key material in messages
+
+
+def test_the_stand_in_pod_requires_a_client_certificate(tls_stack):
+    """So the 200s above prove Envoy presented its certificate to the pod."""
+    s = tls_stack
+    url = f"https://127.0.0.1:{s.upstream.port}/v1/generation/text-to-image"
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.post(url, json={}, verify=str(s.certs / "ca.crt"), timeout=5)
+
+
+def test_policy_check_reads_the_tls_section(tmp_path):
+    from conftest import inferguard_bin
+
+    good = tmp_path / "inferguard.yaml"
+    good.write_text(
+        "policy: {file: policy.yaml}\n"
+        "tls:\n"
+        "  ext_authz: {cert: certs/a.crt, key: certs/a.key, client_ca: certs/ca.crt}\n"
+        "  http: {cert: certs/a.crt, key: certs/a.key}\n"
+    )
+    proc = subprocess.run([str(inferguard_bin()), "policy", "check", str(good)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policy: {file: policy.yaml}\ntls:\n  ext_authz: {cert: a.crt, key: a.key, clientca: ca.crt}\n")
+    proc = subprocess.run([str(inferguard_bin()), "policy", "check", str(bad)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "clientca" in proc.stderr, proc.stderr
