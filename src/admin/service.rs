@@ -471,7 +471,7 @@ impl pb::admin_server::Admin for AdminService {
             |ctx, principal, r| async move {
                 // A user decides as themselves (the approver checks and the no-self-approval
                 // rule apply); a service account is recorded as the API actor.
-                let approver = (principal.kind == PrincipalKind::User).then(|| principal.subject);
+                let approver = (principal.kind == PrincipalKind::User).then_some(principal.subject);
                 let decision = if r.approve {
                     ApprovalDecision::Approve
                 } else {
