@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import requests
 
 from conftest import REPO, assert_refused, fooocus_text_to_image, key_id, running_stack, wait_until
 
@@ -40,7 +41,9 @@ def pb(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("admin"), audit={"file": "audit.jsonl"}) as s:
+    # Local users on, so callers can present inferguard's own JWTs too.
+    identity = {"api_keys": {"headers": ["x-api-key"]}, "local_users": {"enabled": True}}
+    with running_stack(tmp_path_factory.mktemp("admin"), audit={"file": "audit.jsonl"}, identity=identity) as s:
         yield s
 
 
@@ -233,3 +236,39 @@ def test_grpcurl_lists_services_by_reflection_and_calls_one(stack, admin):
         capture_output=True, text=True, timeout=30,
     )
     assert refused.returncode != 0 and "Unauthenticated" in refused.stderr, refused.stderr
+
+
+def test_jwt_bearer_callers_are_judged_by_their_role(stack, stub, pb, admin):
+    """A local user made through the API (with a password) signs in at /auth/token; their
+    access token is a credential for the admin API like a key, judged by their role."""
+    admin_pb2, _ = pb
+    _, root_key = admin
+    password = "a long enough password"
+    for username, role in (("jade", "admin"), ("dan", "designer_basic")):
+        stub.CreateUser(admin_pb2.CreateUserRequest(username=username, role=role, password=password),
+                        metadata=creds(root_key), timeout=10)
+
+    def token(username):
+        r = requests.post(f"{stack.url}/auth/token", timeout=30,
+                          data={"grant_type": "password", "username": username, "password": password})
+        assert r.status_code == 200, r.text
+        return r.json()["access_token"]
+
+    jade = [("authorization", f"Bearer {token('jade')}")]
+    users = stub.ListUsers(admin_pb2.ListUsersRequest(), metadata=jade, timeout=10)
+    assert {"jade", "dan"} <= {u.username for u in users.users}
+    sa = stub.CreateServiceAccount(admin_pb2.CreateServiceAccountRequest(name="nightly", role="designer_basic"),
+                                   metadata=jade, timeout=10)
+    assert sa.name == "nightly"
+    dan = [("authorization", f"Bearer {token('dan')}")]
+    err = grpc_error(lambda: stub.CreateKey(admin_pb2.CreateKeyRequest(name="x", service_account="nightly"),
+                                            metadata=dan, timeout=10))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+    forged = jade[0][1][:-4] + "AAAA"
+    err = grpc_error(lambda: stub.ListUsers(admin_pb2.ListUsersRequest(),
+                                            metadata=[("authorization", forged)], timeout=10))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED, err
+    records = admin_records(stack)
+    assert any(r.get("actor") == "admin_api:user:jade" and r["action"] == "service_account.create"
+               for r in records), records[-3:]
+    assert not any(r.get("actor") == "admin_api:user:dan" for r in records)
