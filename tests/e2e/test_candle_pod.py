@@ -251,6 +251,28 @@ def test_streaming_through_envoy_matches_the_plain_answer(stack):
     assert usage == plain.json()["usage"], (usage, plain.json()["usage"])
 
 
+def test_a_stream_whose_client_leaves_stops_generating(stack, pod):
+    stack.cli("users", "create", args=["--username", "dan", "--role", "chatter", "--password-stdin"],
+              stdin=f"{PASSWORD}\n")
+    body = chat_body(max_tokens=300, stream=True,
+                     messages=[{"role": "user", "content": "Write a long story about a dragon."}])
+    with requests.post(f"{stack.url}/v1/chat/completions", timeout=120, stream=True, json=body,
+                       headers={"Authorization": f"Bearer {token(stack, 'dan')}"}) as r:
+        assert r.status_code == 200, r.text[:300]
+        lines = r.iter_lines(decode_unicode=True)
+        first = json.loads(next(line for line in lines if line.startswith("data: "))[len("data: "):])
+    # The client is gone: Envoy resets the pod's connection and the pod stops at its next token.
+    request_id = first["id"].removeprefix("chatcmpl-")
+
+    def stopped():
+        return [line for line in pod.generated_lines() if request_id in line]
+
+    wait_until(stopped, 30, "the pod to log the abandoned generation")
+    line = stopped()[0]
+    assert "finish=Cancelled" in line, line
+    assert int(re.search(r"completion_tokens=(\d+)", line).group(1)) < 300, line
+
+
 def test_over_budget_is_refused_before_the_pod_works(stack, pod):
     carl = "carl"
     stack.cli("users", "create", args=["--username", carl, "--role", "chatter", "--password-stdin"],
@@ -318,6 +340,7 @@ def test_usage_in_the_access_log_joins_the_audit_record(stack):
     assert rec["result"] == "allow" and rec["user_id"] == "ann", rec
 
 
+@pytest.mark.timeout(300)  # six 64-token generations; a loaded 2-core machine can be slow
 def test_figures(stack, pod, capsys):
     """Tokens per second of the pod, and what inferguard adds to the end-to-end latency: each
     request's time outside generation (its end-to-end time minus the pod's server-timing for

@@ -279,7 +279,7 @@ fn log_generation(request_id: &str, g: &Generated) {
         prompt_tokens = g.prompt_tokens,
         completion_tokens = g.completion_tokens,
         total_tokens = g.prompt_tokens + g.completion_tokens,
-        finish_reason = g.finish.as_str(),
+        finish = ?g.finish,
         prefill_ms = (g.prefill.as_secs_f64() * 1e3) as u64,
         tokens_per_second = format!("{tps:.1}"),
         "generated"
