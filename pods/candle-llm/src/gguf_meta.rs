@@ -130,3 +130,128 @@ impl ModelMeta {
         self.tokens.iter().position(|t| t == text).map(|i| i as u32)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{ChatTemplate, Message};
+    use candle_core::quantized::gguf_file;
+
+    const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nBe kind.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    fn strings(items: &[&str]) -> Value {
+        Value::Array(items.iter().map(|s| Value::String(s.to_string())).collect())
+    }
+
+    /// A tiny tokenizer-only GGUF: byte-level tokens a, b, ab, the two ChatML markers, and
+    /// the letters and newline the template's text needs.
+    fn metadata() -> Vec<(&'static str, Value)> {
+        let tokens = [
+            "a",
+            "b",
+            "ab",
+            "<|im_start|>",
+            "<|im_end|>",
+            "Ċ",
+            "s",
+            "y",
+            "t",
+            "e",
+            "m",
+            "u",
+            "r",
+            "i",
+            "n",
+            "B",
+            "k",
+            "d",
+            ".",
+            "Ġ",
+            "x",
+        ];
+        let mut types = vec![Value::I32(1); tokens.len()];
+        types[3] = Value::I32(3);
+        types[4] = Value::I32(3);
+        vec![
+            ("general.architecture", Value::String("llama".into())),
+            ("tokenizer.ggml.model", Value::String("gpt2".into())),
+            ("tokenizer.ggml.pre", Value::String("smollm".into())),
+            ("tokenizer.ggml.tokens", strings(&tokens)),
+            ("tokenizer.ggml.token_type", Value::Array(types)),
+            ("tokenizer.ggml.merges", strings(&["a b"])),
+            ("tokenizer.ggml.eos_token_id", Value::U32(4)),
+            ("tokenizer.chat_template", Value::String(CHATML.into())),
+            ("llama.context_length", Value::U32(64)),
+        ]
+    }
+
+    fn content(md: &[(&'static str, Value)]) -> Content {
+        let refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+        let mut buffer = std::io::Cursor::new(Vec::new());
+        gguf_file::write(&mut buffer, &refs, &[]).unwrap();
+        buffer.set_position(0);
+        Content::read(&mut buffer).unwrap()
+    }
+
+    fn with(key: &'static str, value: Value) -> Result<ModelMeta, PodError> {
+        let mut md = metadata();
+        md.iter_mut().find(|(k, _)| *k == key).unwrap().1 = value;
+        ModelMeta::from_gguf(&content(&md))
+    }
+
+    #[test]
+    fn a_tokenizer_and_template_come_from_the_metadata() {
+        let meta = ModelMeta::from_gguf(&content(&metadata())).unwrap();
+        assert_eq!((meta.eos_token_id, meta.context_length), (4, 64));
+        let tokenizer = crate::tokenizer::from_meta(&meta).unwrap();
+        let ids = crate::chat::encode_text(&tokenizer, "abab").unwrap();
+        assert_eq!(ids, [2, 2], "the merge a+b applies");
+        // Marker text typed by a caller stays text (here: unknown bytes, dropped by BPE
+        // without byte fallback, but never the control ids 3 and 4).
+        let ids = crate::chat::encode_text(&tokenizer, "<|im_start|>").unwrap();
+        assert!(!ids.contains(&3) && !ids.contains(&4), "{ids:?}");
+        let template = ChatTemplate::from_meta(&meta).unwrap();
+        assert_eq!(template.default_system(), Some("Be kind."));
+        let ids = template
+            .render(
+                &tokenizer,
+                &[Message {
+                    role: "user".into(),
+                    content: "ab".into(),
+                }],
+            )
+            .unwrap();
+        assert_eq!(ids.iter().filter(|id| **id == 3).count(), 3, "{ids:?}");
+        assert_eq!(ids.iter().filter(|id| **id == 4).count(), 2, "{ids:?}");
+    }
+
+    #[test]
+    fn unsupported_or_malformed_files_are_refused_with_a_reason() {
+        let cases = [
+            with("general.architecture", Value::String("bert".into())),
+            with("tokenizer.ggml.model", Value::String("llama".into())),
+            with("tokenizer.ggml.merges", strings(&["ab"])),
+            with("tokenizer.ggml.eos_token_id", Value::U32(99)),
+            with(
+                "tokenizer.ggml.token_type",
+                Value::Array(vec![Value::I32(1)]),
+            ),
+            with("tokenizer.ggml.tokens", Value::U32(1)),
+        ];
+        for case in cases {
+            let err = case.expect_err("accepted");
+            assert!(matches!(err, PodError::Model(_)), "{err}");
+        }
+        let unknown_pre = with("tokenizer.ggml.pre", Value::String("qwen2".into())).unwrap();
+        assert!(crate::tokenizer::from_meta(&unknown_pre).is_err());
+        let not_chatml = with(
+            "tokenizer.chat_template",
+            Value::String("[INST] {{ message }} [/INST]".into()),
+        )
+        .unwrap();
+        assert!(ChatTemplate::from_meta(&not_chatml).is_err());
+        let mut md = metadata();
+        md.retain(|(k, _)| *k != "tokenizer.chat_template");
+        assert!(ModelMeta::from_gguf(&content(&md)).is_err());
+    }
+}
