@@ -41,7 +41,8 @@ impl Drop for AbortOnDrop {
 /// another process (the CLI, another replica) reaches this one quickly: at once when the
 /// store pushes change notifications (PostgreSQL), and within `interval` by polling in any
 /// case (SQLite, or a lost notification). When the notification channel was lost, every
-/// cache is flushed once it is back (a change may have been missed meanwhile).
+/// cache is flushed once it is back and the feed has been read (a change may have been missed
+/// meanwhile; flushing only once the store answers keeps the caches deciding while it is down).
 pub async fn follow_changes(
     shared: Arc<Shared>,
     interval: Duration,
@@ -53,6 +54,7 @@ pub async fn follow_changes(
         .change_listener()
         .map(|listener| AbortOnDrop(tokio::spawn(listen(listener, wake.clone()))));
     let mut last: Option<i64> = None;
+    let mut flush_pending = false;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -63,8 +65,7 @@ pub async fn follow_changes(
         }
         let authorizer = &shared.authorizer;
         if wake.resubscribed.swap(false, Ordering::SeqCst) {
-            tracing::info!("store change notifications resumed: all caches flushed");
-            authorizer.flush_caches();
+            flush_pending = true;
         }
         let Some(after) = last else {
             match shared.store.latest_change().await {
@@ -86,6 +87,11 @@ pub async fn follow_changes(
                 for c in &changes {
                     authorizer.apply_change(c).await;
                     last = Some(c.seq);
+                }
+                if flush_pending {
+                    flush_pending = false;
+                    tracing::info!("store change notifications resumed: all caches flushed");
+                    authorizer.flush_caches();
                 }
                 if changes.len() as i64 == FEED_BATCH {
                     ticker.reset_immediately();

@@ -40,8 +40,10 @@ pub use listen::{CHANGE_CHANNEL, ChangeListener, ChangeSignal};
 
 /// Connections kept by one process.
 const MAX_CONNECTIONS: u32 = 10;
-/// How long a caller waits for a free pooled connection (or a new one).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a free pooled connection (or a new one). Short: when the
+/// server is unreachable, a Check that needs the store must get its 503 well before Envoy's
+/// 1 s ext_authz timeout (a Check a cache can decide never waits for the store).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Attempts at running the migrations (a replica that loses a race, or finds the server
 /// restarting, tries again).
 const MIGRATION_ATTEMPTS: u32 = 10;
