@@ -248,7 +248,7 @@ async fn keys_command(client: &mut Client, cmd: KeysCommand) -> anyhow::Result<(
             scopes,
             expires_days,
             daily_images,
-            ..
+            allow_networks,
         } => {
             let owner = match (user, service_account) {
                 (Some(u), None) => pb::create_key_request::Owner::User(u),
@@ -262,6 +262,7 @@ async fn keys_command(client: &mut Client, cmd: KeysCommand) -> anyhow::Result<(
                     scopes,
                     expires_days: Some(expires_days),
                     daily_images,
+                    allowed_networks: allow_networks,
                 })
                 .await
                 .map_err(failed)?

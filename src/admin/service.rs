@@ -298,7 +298,7 @@ impl pb::admin_server::Admin for AdminService {
                     None => anyhow::bail!("give the key's owner: user or service_account"),
                 };
                 let at = now();
-                let created = keys::create_key(
+                let created = keys::create_key_limited(
                     &ctx,
                     keys::CreateKey {
                         name: r.name,
@@ -308,6 +308,7 @@ impl pb::admin_server::Admin for AdminService {
                         expires_days: r.expires_days.unwrap_or(keys::DEFAULT_EXPIRY_DAYS),
                         daily_images: r.daily_images,
                     },
+                    &r.allowed_networks,
                     at,
                 )
                 .await?;

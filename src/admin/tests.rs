@@ -161,6 +161,7 @@ fn create_key_request(owner: &str) -> pb::CreateKeyRequest {
         scopes: vec!["generation:create".into()],
         expires_days: Some(30),
         daily_images: None,
+        allowed_networks: vec![],
     }
 }
 
@@ -523,5 +524,86 @@ async fn every_change_is_made_and_audited_as_the_caller() {
             .any(|r| r["actor"] == actor && r["action"] == "user.set_role"),
         "{rows}"
     );
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test]
+async fn key_network_limits_are_set_checked_and_kept_by_rotation() {
+    let mut f = fixture().await;
+    let key = f.admin_key.clone();
+    let mut request = create_key_request("dana");
+    request.allowed_networks = vec!["not-a-network".into()];
+    let bad = f
+        .client
+        .create_key(with_key(&key, request.clone()))
+        .await
+        .expect_err("invalid CIDR");
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    request.allowed_networks = vec!["10.0.0.0/8".into()];
+    let created = f
+        .client
+        .create_key(with_key(&key, request))
+        .await
+        .expect("create")
+        .into_inner();
+    let id = created.key.expect("key").id;
+    assert_eq!(
+        f.store
+            .get_key(&id)
+            .await
+            .expect("get")
+            .expect("stored")
+            .allowed_networks,
+        Some(vec!["10.0.0.0/8".to_string()])
+    );
+    let rotated = f
+        .client
+        .rotate_key(with_key(
+            &key,
+            pb::RotateKeyRequest {
+                id: id.clone(),
+                grace_seconds: None,
+            },
+        ))
+        .await
+        .expect("rotate")
+        .into_inner();
+    let new_key = rotated.new_key.expect("new");
+    assert_eq!(new_key.allowed_networks, ["10.0.0.0/8"]);
+    let old = rotated.old_key.expect("old");
+    let week = crate::commands::keys::DEFAULT_ROTATION_GRACE_DAYS * 86_400;
+    assert!(
+        old.expires_at <= crate::commands::users::now() + week,
+        "default grace"
+    );
+    // Revoked keys cannot be rotated.
+    f.client
+        .revoke_key(with_key(&key, pb::RevokeKeyRequest { id: id.clone() }))
+        .await
+        .expect("revoke");
+    let refused = f
+        .client
+        .rotate_key(with_key(
+            &key,
+            pb::RotateKeyRequest {
+                id,
+                grace_seconds: Some(60),
+            },
+        ))
+        .await
+        .expect_err("revoked");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let negative = f
+        .client
+        .rotate_key(with_key(
+            &key,
+            pb::RotateKeyRequest {
+                id: new_key.id,
+                grace_seconds: Some(-1),
+            },
+        ))
+        .await
+        .expect_err("negative grace");
+    assert_eq!(negative.code(), Code::InvalidArgument);
     let _ = f.stop.send(true);
 }
