@@ -235,6 +235,13 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
         Duration::from_millis(cfg.store.poll_interval_ms),
         shutdown_rx.clone(),
     ));
+    // API key `last_used_at`, noted on the hot path and written in batches.
+    let key_uses = tokio::spawn(crate::identity::key_uses::flush_periodically(
+        shared.authorizer.keys().uses(),
+        shared.store.clone(),
+        crate::identity::key_uses::FLUSH_EVERY,
+        shutdown_rx.clone(),
+    ));
     let reload = tokio::spawn(background::reload_policy(
         authorizer.clone(),
         policy_path,
@@ -309,6 +316,8 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     grpc_task.await?.context("ext_authz listener")?;
     http_task.await?.context("http listener")?;
     admin_task.await??;
+    // The last batch of key uses (the listeners are closed: no more are noted).
+    let _ = key_uses.await;
     feed.abort();
     reload.abort();
     if let Some(trail) = &audit

@@ -373,7 +373,11 @@ impl Authorizer {
                 (principal, StoredLimits::default())
             }
             Some(Credential::ApiKey { text, .. }) => {
-                self.keys.authenticate(text, policy, now).await?
+                let peer = req
+                    .peer
+                    .as_deref()
+                    .and_then(crate::audit::security::parse_address);
+                self.keys.authenticate(text, policy, now, peer).await?
             }
             Some(Credential::Bearer { token }) => (
                 self.authenticate_token(token, policy, now).await?,

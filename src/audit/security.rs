@@ -86,6 +86,8 @@ pub enum SecurityEvent {
     ProhibitedContent,
     /// An API key used from an address range it has not used before.
     KeyNewAddressRange,
+    /// An API key refused because it was used from outside its allowed networks.
+    KeyNetworkRefused,
     /// Any other admin change made outside an admin listener (today: through the CLI).
     AdminOutsideListener,
 }
@@ -100,6 +102,7 @@ impl SecurityEvent {
             SecurityEvent::PolicyChange => "policy_change",
             SecurityEvent::ProhibitedContent => "prohibited_content",
             SecurityEvent::KeyNewAddressRange => "key_new_address_range",
+            SecurityEvent::KeyNetworkRefused => "key_network_refused",
             SecurityEvent::AdminOutsideListener => "admin_outside_listener",
         }
     }
@@ -121,6 +124,9 @@ pub fn classify(event: &AuditEvent) -> (Severity, Option<SecurityEvent>) {
         EventType::Security => (event.severity, event.security_event),
         EventType::Decision => match (event.result, event.error.as_deref()) {
             (Outcome::Deny, Some("content_blocked")) => (S::Medium, Some(E::ProhibitedContent)),
+            (Outcome::Deny, Some(crate::identity::NETWORK_NOT_ALLOWED)) => {
+                (S::Medium, Some(E::KeyNetworkRefused))
+            }
             _ => (S::Info, None),
         },
         EventType::Admin => {

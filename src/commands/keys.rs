@@ -48,6 +48,10 @@ pub enum KeysCommand {
         /// Images per day for this key (within the owner's role's limit).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]
         daily_images: Option<i64>,
+        /// A source network (CIDR, e.g. 10.0.0.0/8, or one address) the key may be used
+        /// from (repeatable); none = anywhere. A use from elsewhere is refused (403).
+        #[arg(long = "allow-network", value_name = "CIDR")]
+        allow_networks: Vec<String>,
     },
     /// Lists keys (never their secrets).
     List {
@@ -82,6 +86,7 @@ impl KeysCommand {
                 scopes,
                 expires_days,
                 daily_images,
+                allow_networks,
             } => {
                 let request = CreateKey {
                     name,
@@ -91,7 +96,7 @@ impl KeysCommand {
                     expires_days,
                     daily_images,
                 };
-                let created = create_key(ctx, request, now()).await?;
+                let created = create_key_limited(ctx, request, &allow_networks, now()).await?;
                 println!("{}", created.full_key);
                 eprint!("{}", describe_new_key(&created.record));
             }
@@ -153,9 +158,29 @@ impl std::fmt::Debug for CreatedKey {
     }
 }
 
-/// Checks the request, the owner (exists, not disabled) and the scopes, then stores a new key.
+/// Checks the request, the owner (exists, not disabled) and the scopes, then stores a new key
+/// usable from anywhere.
 pub async fn create_key(ctx: &CliContext, req: CreateKey, now: i64) -> anyhow::Result<CreatedKey> {
+    create_key_limited(ctx, req, &[], now).await
+}
+
+/// [`create_key`] for a key usable only from `allowed_networks` (CIDRs or single addresses,
+/// validated and stored in canonical form); empty = anywhere.
+pub async fn create_key_limited(
+    ctx: &CliContext,
+    req: CreateKey,
+    allowed_networks: &[String],
+    now: i64,
+) -> anyhow::Result<CreatedKey> {
     validate_name("key name", &req.name)?;
+    let allowed_networks = if allowed_networks.is_empty() {
+        None
+    } else {
+        Some(
+            crate::identity::networks::normalize(allowed_networks)
+                .map_err(|e| anyhow::anyhow!("--allow-network: {e}"))?,
+        )
+    };
     if !(1..=MAX_EXPIRY_DAYS).contains(&req.expires_days) {
         bail!("--expires-days must be between 1 and {MAX_EXPIRY_DAYS}");
     }
@@ -199,7 +224,7 @@ pub async fn create_key(ctx: &CliContext, req: CreateKey, now: i64) -> anyhow::R
         created_at: now,
         expires_at: now + req.expires_days * SECONDS_PER_DAY,
         revoked_at: None,
-        allowed_networks: None,
+        allowed_networks,
         last_used_at: None,
     };
     ctx.store.create_key(&record).await?;
@@ -213,6 +238,7 @@ pub async fn create_key(ctx: &CliContext, req: CreateKey, now: i64) -> anyhow::R
             "scopes": record.scopes,
             "expires_at": format_time(record.expires_at),
             "daily_images": record.daily_images,
+            "allowed_networks": record.allowed_networks,
         }),
     )
     .await?;
@@ -411,6 +437,9 @@ pub fn describe_new_key(key: &ApiKeyRecord) -> String {
     if let Some(n) = key.daily_images {
         text.push_str(&format!("  daily images: {n}\n"));
     }
+    if let Some(nets) = &key.allowed_networks {
+        text.push_str(&format!("  usable from: {}\n", nets.join(", ")));
+    }
     text.push_str("The key above is shown only once: store it now.\n");
     text
 }
@@ -432,13 +461,22 @@ pub fn format_keys(keys: &[ApiKeyRecord], format: OutputFormat, now: i64) -> Str
                         "expires_at": format_time(k.expires_at),
                         "revoked_at": k.revoked_at.map(format_time),
                         "status": key_status(k, now),
+                        "allowed_networks": k.allowed_networks,
+                        "last_used_at": k.last_used_at.map(format_time),
                     })
                 })
                 .collect(),
         )),
         OutputFormat::Table => render_table(
             &[
-                "ID", "NAME", "OWNER", "SCOPES", "CREATED", "EXPIRES", "STATUS",
+                "ID",
+                "NAME",
+                "OWNER",
+                "SCOPES",
+                "CREATED",
+                "EXPIRES",
+                "LAST USED",
+                "STATUS",
             ],
             &keys
                 .iter()
@@ -452,6 +490,8 @@ pub fn format_keys(keys: &[ApiKeyRecord], format: OutputFormat, now: i64) -> Str
                             .map_or_else(|| "(role)".to_string(), |s| s.join(",")),
                         format_time(k.created_at),
                         format_time(k.expires_at),
+                        k.last_used_at
+                            .map_or_else(|| "never".to_string(), format_time),
                         key_status(k, now).into(),
                     ]
                 })
@@ -621,15 +661,18 @@ mod tests {
             name: "alice".into(),
         };
         revoked.revoked_at = Some(revoked.created_at + 60);
-        let keys = vec![sample_key("00000000000000aa"), revoked];
+        let mut used = sample_key("00000000000000aa");
+        used.last_used_at = Some(used.created_at + 1800);
+        used.allowed_networks = Some(vec!["10.0.0.0/8".into()]);
+        let keys = vec![used, revoked];
         let now = 1_763_805_600 + 3600;
 
         let table = format_keys(&keys, OutputFormat::Table, now);
         assert_eq!(
             table,
-            "ID                NAME  OWNER                  SCOPES                         CREATED               EXPIRES               STATUS\n\
-             00000000000000aa  ci    service_account:batch  generation:create,models:view  2025-11-22T10:00:00Z  2026-02-20T10:00:00Z  active\n\
-             00000000000000bb  ci    user:alice             (role)                         2025-11-22T10:00:00Z  2026-02-20T10:00:00Z  revoked\n"
+            "ID                NAME  OWNER                  SCOPES                         CREATED               EXPIRES               LAST USED             STATUS\n\
+             00000000000000aa  ci    service_account:batch  generation:create,models:view  2025-11-22T10:00:00Z  2026-02-20T10:00:00Z  2025-11-22T10:30:00Z  active\n\
+             00000000000000bb  ci    user:alice             (role)                         2025-11-22T10:00:00Z  2026-02-20T10:00:00Z  never                 revoked\n"
         );
         let json = format_keys(&keys, OutputFormat::Json, now);
         assert!(
@@ -645,6 +688,80 @@ mod tests {
         assert_eq!(value[1]["scopes"], serde_json::Value::Null);
         assert_eq!(value[1]["revoked_at"], "2025-11-22T10:01:00Z");
         assert_eq!(value[1]["status"], "revoked");
+        assert_eq!(value[0]["last_used_at"], "2025-11-22T10:30:00Z");
+        assert_eq!(value[1]["last_used_at"], serde_json::Value::Null);
+        assert_eq!(value[0]["allowed_networks"][0], "10.0.0.0/8");
+        assert_eq!(value[1]["allowed_networks"], serde_json::Value::Null);
+    }
+
+    #[tokio::test]
+    async fn allowed_networks_are_validated_and_stored_canonical() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("nets.db").display());
+        let store = Arc::new(SqliteStore::connect(&url).await.expect("store"));
+        let ctx = CliContext {
+            store: store.clone(),
+            known_roles: ["viewer"].map(String::from).into(),
+            audit: None,
+        };
+        store
+            .create_user(&UserRecord {
+                username: "alice".into(),
+                email: None,
+                role: Some("viewer".into()),
+                attributes: BTreeMap::new(),
+                disabled: false,
+                password_hash: None,
+                created_at: 1,
+            })
+            .await
+            .expect("user");
+        let err = create_key_limited(&ctx, request("bad"), &["10.1.0.0/8".into()], 100)
+            .await
+            .expect_err("host bits");
+        assert!(
+            err.to_string().contains("did you mean `10.0.0.0/8`"),
+            "{err}"
+        );
+        assert!(
+            store.list_keys().await.expect("list").is_empty(),
+            "nothing stored"
+        );
+        let created = create_key_limited(
+            &ctx,
+            request("office"),
+            &["127.0.0.1".into(), "10.0.0.0/8".into()],
+            100,
+        )
+        .await
+        .expect("created");
+        let stored = store
+            .get_key(&created.record.id)
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(
+            stored.allowed_networks,
+            Some(vec!["127.0.0.1/32".to_string(), "10.0.0.0/8".to_string()])
+        );
+        assert!(describe_new_key(&stored).contains("usable from: 127.0.0.1/32, 10.0.0.0/8"));
+        let cli = Cli::try_parse_from([
+            "keys",
+            "create",
+            "--name",
+            "n",
+            "--user",
+            "alice",
+            "--allow-network",
+            "10.0.0.0/8",
+            "--allow-network",
+            "::1",
+        ])
+        .expect("parses");
+        let KeysCommand::Create { allow_networks, .. } = cli.command else {
+            panic!("not create");
+        };
+        assert_eq!(allow_networks, vec!["10.0.0.0/8", "::1"]);
     }
 
     #[test]

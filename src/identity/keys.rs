@@ -4,7 +4,12 @@
 //! (unknown ids too, so random ids cannot hammer the store). Running servers drop entries
 //! when the store's change feed names them, which makes revocations and disabled owners
 //! effective within the poll interval. Expiry is judged at every request, never cached.
+//!
+//! A key may be limited to source networks (judged against the client address Envoy
+//! reports; a key so limited is refused when the address is unknown). Every successful use
+//! is noted in memory and written to the store in batches ([`KeyUses`]).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +17,8 @@ use crate::domain::{
     AuthMethod, Denial, DenyKind, Permission, Principal, PrincipalKind, RoleSource,
 };
 use crate::identity::cache::FeedCache;
+use crate::identity::key_uses::KeyUses;
+use crate::identity::networks::{self, Cidr};
 use crate::identity::{api_key, unauthenticated};
 use crate::policy::{Policy, StoredLimits};
 use crate::store::{ApiKeyRecord, DynStore, StoreError};
@@ -27,6 +34,8 @@ pub struct KeyGrant {
     pub owner_disabled: bool,
     /// The key's scopes, parsed.
     pub scopes: Option<Vec<Permission>>,
+    /// The networks the key may be used from, parsed; `None` = anywhere.
+    pub networks: Option<Vec<Cidr>>,
     /// Quota limits kept with the key and its service account, so quotas cost no lookup.
     pub limits: StoredLimits,
 }
@@ -35,7 +44,11 @@ pub struct KeyGrant {
 pub struct KeyAuthenticator {
     store: DynStore,
     cache: FeedCache<String, Option<Arc<KeyGrant>>>,
+    uses: Arc<KeyUses>,
 }
+
+/// The error code of a key used from outside its allowed networks.
+pub const NETWORK_NOT_ALLOWED: &str = "key_network_not_allowed";
 
 impl KeyAuthenticator {
     /// A key authenticator over `store`, caching each entry at most `ttl`.
@@ -43,16 +56,24 @@ impl KeyAuthenticator {
         KeyAuthenticator {
             store,
             cache: FeedCache::new(200_000, ttl),
+            uses: Arc::default(),
         }
     }
 
-    /// Turns the presented key text into a principal (with the quota limits stored with the
-    /// key), or the refusal to give.
+    /// The uses noted since the last flush (flushed by
+    /// [`flush_periodically`](crate::identity::key_uses::flush_periodically)).
+    pub fn uses(&self) -> Arc<KeyUses> {
+        self.uses.clone()
+    }
+
+    /// Turns the presented key text, used from client address `peer`, into a principal (with
+    /// the quota limits stored with the key), or the refusal to give.
     pub async fn authenticate(
         &self,
         text: &str,
         policy: &Policy,
         now: i64,
+        peer: Option<IpAddr>,
     ) -> Result<(Principal, StoredLimits), Denial> {
         let invalid = || unauthenticated("invalid_api_key", "the API key is not valid");
         let presented = api_key::parse(text).ok_or_else(invalid)?;
@@ -87,6 +108,28 @@ impl KeyAuthenticator {
                 "the key's owner is disabled",
             ));
         }
+        if let Some(allowed) = &grant.networks {
+            match peer {
+                Some(ip) if networks::allows(allowed, ip) => {}
+                Some(ip) => {
+                    return Err(Denial::new(
+                        DenyKind::Forbidden,
+                        NETWORK_NOT_ALLOWED,
+                        format!("this API key may not be used from {}", ip.to_canonical()),
+                    )
+                    .with_rule("key.allowed_networks"));
+                }
+                None => {
+                    return Err(Denial::new(
+                        DenyKind::Forbidden,
+                        NETWORK_NOT_ALLOWED,
+                        "this API key is limited to some networks and the client address is unknown",
+                    )
+                    .with_rule("key.allowed_networks"));
+                }
+            }
+        }
+        self.uses.note(&grant.key.id, now);
         Ok((principal_for(&grant, policy), grant.limits.clone()))
     }
 
@@ -123,6 +166,13 @@ impl KeyAuthenticator {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
+        // Validated at creation; anything else in the store fails closed (503).
+        let networks = key
+            .allowed_networks
+            .as_deref()
+            .map(networks::parse_all)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("key `{}`: {e}", key.id)))?;
         let key_limits = StoredLimits::from_records(Some(&key), None);
         let grant = match key.owner.kind {
             PrincipalKind::User => match self.store.get_user(&key.owner.name).await? {
@@ -135,6 +185,7 @@ impl KeyAuthenticator {
                     owner_disabled: true,
                     limits: key_limits.clone(),
                     scopes,
+                    networks,
                 },
                 Some(u) => KeyGrant {
                     key,
@@ -144,6 +195,7 @@ impl KeyAuthenticator {
                     owner_disabled: u.disabled,
                     limits: key_limits.clone(),
                     scopes,
+                    networks,
                 },
             },
             PrincipalKind::ServiceAccount => {
@@ -156,6 +208,7 @@ impl KeyAuthenticator {
                         owner_disabled: true,
                         limits: key_limits.clone(),
                         scopes,
+                        networks,
                     },
                     Some(sa) => KeyGrant {
                         limits: StoredLimits::from_records(Some(&key), Some(&sa)),
@@ -165,6 +218,7 @@ impl KeyAuthenticator {
                         owner_attributes: sa.attributes,
                         owner_disabled: sa.disabled,
                         scopes,
+                        networks,
                     },
                 }
             }
@@ -196,5 +250,116 @@ fn principal_for(grant: &KeyGrant, policy: &Policy) -> Principal {
         session_id: None,
         mfa: false,
         attributes: grant.owner_attributes.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::store::{OwnerRef, SqliteStore, UserRecord};
+
+    const POLICY: &str = "
+apis: [fooocus-api]
+default_role: viewer
+roles:
+  viewer: {permissions: [generation:view]}
+";
+
+    async fn fixture(
+        networks: Option<Vec<String>>,
+    ) -> (tempfile::TempDir, KeyAuthenticator, String) {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("k.db").display());
+        let store: DynStore = Arc::new(SqliteStore::connect(&url).await.expect("store"));
+        store
+            .create_user(&UserRecord {
+                username: "alice".into(),
+                email: None,
+                role: Some("viewer".into()),
+                attributes: BTreeMap::new(),
+                disabled: false,
+                password_hash: None,
+                created_at: 1,
+            })
+            .await
+            .expect("user");
+        let key = api_key::generate();
+        store
+            .create_key(&ApiKeyRecord {
+                id: key.id.clone(),
+                name: "k".into(),
+                owner: OwnerRef {
+                    kind: PrincipalKind::User,
+                    name: "alice".into(),
+                },
+                secret_sha256: key.secret_sha256.clone(),
+                scopes: None,
+                daily_images: None,
+                created_at: 1,
+                expires_at: i64::MAX,
+                revoked_at: None,
+                allowed_networks: networks,
+                last_used_at: None,
+            })
+            .await
+            .expect("key");
+        let auth = KeyAuthenticator::new(store, Duration::from_secs(60));
+        (dir, auth, key.full)
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().expect("ip"))
+    }
+
+    #[tokio::test]
+    async fn a_key_limited_to_networks_is_refused_elsewhere_and_uses_are_noted() {
+        let policy = crate::config::compile_policy(Path::new("policy.yaml"), POLICY).expect("p");
+        let nets = Some(vec!["10.0.0.0/8".to_string(), "127.0.0.1/32".to_string()]);
+        let (_dir, auth, key) = fixture(nets).await;
+        let (principal, _) = auth
+            .authenticate(&key, &policy, 100, ip("10.2.3.4"))
+            .await
+            .expect("inside");
+        assert_eq!(principal.subject, "alice");
+        auth.authenticate(&key, &policy, 101, ip("::ffff:127.0.0.1"))
+            .await
+            .expect("mapped loopback is inside 127.0.0.1/32");
+        assert_eq!(auth.uses().pending(), 1);
+
+        let refused = auth
+            .authenticate(&key, &policy, 102, ip("192.0.2.1"))
+            .await
+            .expect_err("outside");
+        assert_eq!(refused.kind, DenyKind::Forbidden);
+        assert_eq!(refused.error, NETWORK_NOT_ALLOWED);
+        assert!(refused.reason.contains("192.0.2.1"), "{}", refused.reason);
+        let unknown = auth
+            .authenticate(&key, &policy, 103, None)
+            .await
+            .expect_err("unknown address fails closed");
+        assert_eq!(unknown.error, NETWORK_NOT_ALLOWED);
+
+        // A wrong secret never learns about networks.
+        let wrong = format!("{}x", &key[..key.len() - 1]);
+        let bad = auth
+            .authenticate(&wrong, &policy, 104, ip("192.0.2.1"))
+            .await
+            .expect_err("bad secret");
+        assert_eq!(bad.kind, DenyKind::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn an_unlimited_key_works_from_anywhere_even_without_an_address() {
+        let policy = crate::config::compile_policy(Path::new("policy.yaml"), POLICY).expect("p");
+        let (_dir, auth, key) = fixture(None).await;
+        auth.authenticate(&key, &policy, 100, None)
+            .await
+            .expect("no address needed");
+        auth.authenticate(&key, &policy, 100, ip("203.0.113.9"))
+            .await
+            .expect("anywhere");
     }
 }

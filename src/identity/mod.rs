@@ -4,8 +4,10 @@ pub mod api_key;
 mod cache;
 mod credential;
 pub mod jwt;
+pub mod key_uses;
 mod keys;
 pub mod local;
+pub mod networks;
 pub mod oidc;
 mod session;
 mod users;
@@ -14,7 +16,7 @@ pub use credential::{
     Credential, INFERGUARD_COOKIE_PREFIX, SESSION_COOKIE, cookie_header_without_session,
     find_credential,
 };
-pub use keys::{KeyAuthenticator, KeyGrant};
+pub use keys::{KeyAuthenticator, KeyGrant, NETWORK_NOT_ALLOWED};
 pub use session::{LoginRedirect, SessionAuthenticator};
 pub use users::{UserDirectory, principal_from_token};
 

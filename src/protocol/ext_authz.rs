@@ -178,6 +178,10 @@ impl CheckService {
             if let Some(a) = &trace.action {
                 event = event.with_action(a, redact);
             }
+            // A key refused for its source network: the record names the key (its public id).
+            if d.error == crate::identity::NETWORK_NOT_ALLOWED {
+                event.key_id = self.presented_key_id(req).map(str::to_string);
+            }
         }
         match trail.record(event).await {
             Ok(()) => {
