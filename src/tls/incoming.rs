@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls_pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
@@ -24,83 +22,16 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; beyond this, new connections are closed at once.
 const MAX_HANDSHAKES: usize = 1024;
 
-/// What a handler can learn about a TLS connection (tonic request extension).
-#[derive(Debug, Clone)]
-pub struct TlsConnectInfo {
-    /// The listener's address.
-    pub local_addr: Option<SocketAddr>,
-    /// The caller's address.
-    pub remote_addr: SocketAddr,
-    /// The verified client certificate chain (leaf first), on mutual-TLS listeners.
-    pub peer_certificates: Option<Arc<[CertificateDer<'static>]>>,
-}
-
-/// One accepted, handshaken TLS connection.
-pub struct TlsConn {
-    stream: TlsStream<TcpStream>,
-    info: TlsConnectInfo,
-}
-
-impl TlsConn {
-    /// Who is on the other end.
-    pub fn info(&self) -> &TlsConnectInfo {
-        &self.info
-    }
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
-impl tonic::transport::server::Connected for TlsConn {
-    type ConnectInfo = TlsConnectInfo;
-
-    fn connect_info(&self) -> TlsConnectInfo {
-        self.info.clone()
-    }
-}
+/// One accepted, handshaken TLS connection. tonic (feature `tls-ring`) knows this type: a
+/// handler's `request.remote_addr()` and `request.peer_certs()` (the verified client chain on
+/// mutual-TLS listeners) work as on tonic's own TLS server.
+pub type TlsConn = TlsStream<TcpStream>;
 
 /// Handshaken connections of one listener: a `Stream` for tonic's
 /// `serve_with_incoming_shutdown` and an `axum::serve::Listener` for axum. Dropping it stops
 /// the accept task and closes the listening socket.
 pub struct TlsIncoming {
-    rx: mpsc::Receiver<TlsConn>,
+    rx: mpsc::Receiver<(TlsConn, SocketAddr)>,
     local_addr: io::Result<SocketAddr>,
     accept_task: tokio::task::JoinHandle<()>,
 }
@@ -128,10 +59,9 @@ pub fn accept(listener: TcpListener, tls: Arc<ReloadableServerConfig>) -> TlsInc
 async fn accept_loop(
     listener: TcpListener,
     tls: Arc<ReloadableServerConfig>,
-    tx: mpsc::Sender<TlsConn>,
+    tx: mpsc::Sender<(TlsConn, SocketAddr)>,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    let local_addr = listener.local_addr().ok();
     loop {
         let (tcp, remote_addr) = tokio::select! {
             _ = tx.closed() => return,
@@ -155,21 +85,8 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let peer_certificates = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect());
-                    let conn = TlsConn {
-                        stream,
-                        info: TlsConnectInfo {
-                            local_addr,
-                            remote_addr,
-                            peer_certificates,
-                        },
-                    };
-                    let _ = tx.send(conn).await;
+                Ok(Ok(conn)) => {
+                    let _ = tx.send((conn, remote_addr)).await;
                 }
                 Ok(Err(e)) => {
                     tracing::info!(peer = %remote_addr, error = %e, "TLS handshake refused")
@@ -184,7 +101,7 @@ impl tokio_stream::Stream for TlsIncoming {
     type Item = io::Result<TlsConn>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|c| c.map(Ok))
+        self.rx.poll_recv(cx).map(|c| c.map(|(conn, _)| Ok(conn)))
     }
 }
 
@@ -194,10 +111,7 @@ impl axum::serve::Listener for TlsIncoming {
 
     async fn accept(&mut self) -> (TlsConn, SocketAddr) {
         match self.rx.recv().await {
-            Some(conn) => {
-                let addr = conn.info.remote_addr;
-                (conn, addr)
-            }
+            Some(accepted) => accepted,
             // The accept task only ends when this is dropped; never hand out a connection.
             None => std::future::pending().await,
         }

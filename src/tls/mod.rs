@@ -12,8 +12,8 @@
 //! // or, for axum: axum::serve(incoming, app) — `TlsIncoming` is an `axum::serve::Listener`.
 //! ```
 //!
-//! A handler that wants the caller's certificate reads [`TlsConnectInfo`] from the request
-//! extensions (tonic) — present only on TLS listeners.
+//! A tonic handler on a TLS listener gets the caller's address from `request.remote_addr()` and
+//! the verified client-certificate chain from `request.peer_certs()`, as with tonic's own TLS.
 
 mod incoming;
 mod load;
@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use incoming::{TlsConn, TlsConnectInfo, TlsIncoming, accept};
+pub use incoming::{TlsConn, TlsIncoming, accept};
 pub use load::{Protocols, TlsError, build_server_config};
 pub use reload::{RELOAD_EVERY, ReloadableServerConfig};
 

@@ -262,3 +262,56 @@ async fn the_watch_task_picks_up_new_files_by_itself() {
     }
     watch.abort();
 }
+
+#[tokio::test]
+async fn tonic_handlers_see_the_peer_address_and_client_certificate() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server};
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    type Seen = Option<(Option<std::net::SocketAddr>, Option<usize>)>;
+    let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
+    let record = seen.clone();
+    let (reporter, _) = tonic_health::server::health_reporter();
+    let health = tonic_health::pb::health_server::HealthServer::with_interceptor(
+        tonic_health::server::HealthService::from_health_reporter(reporter),
+        move |req: tonic::Request<()>| {
+            let certs = req.peer_certs().map(|c| c.len());
+            *record.lock().expect("lock") = Some((req.remote_addr(), certs));
+            Ok(req)
+        },
+    );
+    let tls = ReloadableServerConfig::load("test", &files("inferguard", true), Protocols::Grpc)
+        .expect("load");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(
+        Server::builder()
+            .add_service(health)
+            .serve_with_incoming(accept(listener, tls)),
+    );
+    let pem = |name: &str| std::fs::read(dev(name)).expect("pem");
+    let channel = Endpoint::from_shared(format!("https://localhost:{}", addr.port()))
+        .expect("endpoint")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(pem("ca.crt")))
+                .identity(Identity::from_pem(
+                    pem("envoy-client.crt"),
+                    pem("envoy-client.key"),
+                ))
+                .domain_name("localhost"),
+        )
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect");
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("check");
+    let (remote, certs) = seen.lock().expect("lock").take().expect("handler ran");
+    assert_eq!(remote.map(|a| a.ip()), Some(addr.ip()));
+    assert_eq!(certs, Some(1), "the client's leaf certificate");
+    server.abort();
+}
