@@ -465,6 +465,33 @@ mod tests {
     }
 
     #[test]
+    fn server_and_rotation_grace_parse() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "inferguard",
+            "keys",
+            "rotate",
+            "0123456789abcdef",
+            "--grace-days",
+            "0.5",
+            "--server",
+            "http://127.0.0.1:9192",
+        ])
+        .expect("parses");
+        assert_eq!(cli.server.as_deref(), Some("http://127.0.0.1:9192"));
+        assert_eq!(cli.token_env, "INFERGUARD_TOKEN");
+        let Command::Keys(KeysCommand::Rotate { grace_days, .. }) = cli.command else {
+            panic!("not keys rotate");
+        };
+        assert_eq!(grace_seconds(grace_days).expect("valid"), 43_200);
+        assert_eq!(grace_seconds(7.0).expect("valid"), 7 * 86_400);
+        assert_eq!(grace_seconds(0.0).expect("valid"), 0);
+        for bad in [-1.0, f64::NAN, f64::INFINITY, 40_000.0] {
+            assert!(grace_seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_credential_comes_from_the_named_variable() {
         // A variable name no other test sets.
         let var = "INFERGUARD_TEST_ADMIN_TOKEN_UNSET";

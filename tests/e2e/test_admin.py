@@ -195,6 +195,16 @@ def test_cli_server_round_trip(stack, admin, designer):
     assert any(k["id"] == key_id(key) and k["owner"] == "remy" for k in listed), listed
     # The store sees the same thing the API returned.
     assert any(k["id"] == key_id(key) for k in stack.list_keys())
+    # keys rotate through the API: the new key alone on stdout; no grace, so the old one stops.
+    rotated = cli_remote(stack, "keys", "rotate", key_id(key), "--grace-days", "0", token=root_key)
+    new_key = rotated.stdout.strip()
+    assert key_id(new_key) != key_id(key), rotated.stdout
+    assert works_through_envoy(stack, new_key)
+    wait_until(lambda: not works_through_envoy(stack, key), 10, "the key rotated without grace to stop")
+    # ... and on the store directly, as before.
+    local = stack.cli("keys", "rotate", key_id(new_key), "--grace-days", "0.01")
+    assert key_id(local.stdout.strip()) not in (key_id(key), key_id(new_key))
+    assert works_through_envoy(stack, new_key), "0.01 days of grace"
     report = cli_remote(stack, "report", "permission-changes", "--format", "json", token=root_key)
     assert any(r["target"] == "user:remy" for r in json.loads(report.stdout))
 
