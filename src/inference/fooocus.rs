@@ -12,7 +12,7 @@ mod engine;
 mod input;
 mod tools;
 
-use serde_json::Value;
+use crate::inference::json::Value;
 
 use crate::domain::{Action, Permission, Request};
 

@@ -1,7 +1,7 @@
 //! Pieces shared by the OpenAI-compatible and text-generation-inference extractors: chat
 //! messages, prompt lists, token budgets and the resulting [`Action`].
 
-use serde_json::Value;
+use crate::inference::json::{Map, Value};
 
 use crate::domain::{Action, ApiKind, Request};
 
@@ -11,7 +11,7 @@ use super::json::{Obj, invalid, parse_object};
 
 /// Parses an LLM server's JSON body. These servers parse JSON whatever the Content-Type
 /// says (or refuse a non-JSON one), so only a missing or JSON Content-Type is read.
-pub(crate) fn body(req: &Request) -> Result<serde_json::Map<String, Value>, InferenceError> {
+pub(crate) fn body(req: &Request) -> Result<Map<'_>, InferenceError> {
     match media_type(req)? {
         MediaType::Missing | MediaType::Json => parse_object(&req.body),
         _ => Err(InferenceError::Malformed(
@@ -68,8 +68,8 @@ impl Ask {
         let list = match obj.get("messages") {
             None => return Err(invalid("messages", "is required")),
             Some(Value::String(s)) if allow_string => {
-                self.prompt = Some(s.clone());
-                self.prompts.push(s.clone());
+                self.prompt = Some(s.to_string());
+                self.prompts.push(s.to_string());
                 return Ok(());
             }
             Some(Value::Array(list)) => list,
@@ -104,9 +104,9 @@ impl Ask {
             None | Some(Value::Null) => return Ok(None),
             Some(Value::String(s)) => {
                 if !s.is_empty() {
-                    self.prompts.push(s.clone());
+                    self.prompts.push(s.to_string());
                 }
-                return Ok(Some(s.clone()));
+                return Ok(Some(s.to_string()));
             }
             Some(Value::Array(parts)) => parts,
             Some(_) => {
@@ -135,7 +135,7 @@ impl Ask {
                 }
                 Some("image_url") => {
                     let url = match p.get("image_url") {
-                        Some(Value::String(u)) => Some(u.as_str()),
+                        Some(Value::String(u)) => Some(u.as_ref()),
                         Some(Value::Object(o)) => o.get("url").and_then(Value::as_str),
                         _ => None,
                     };
@@ -156,7 +156,7 @@ impl Ask {
     pub(crate) fn prompt_list(&mut self, obj: &Obj<'_>, key: &str) -> Result<u32, InferenceError> {
         let texts: Vec<&str> = match obj.get(key) {
             None => return Err(invalid(key, "is required")),
-            Some(Value::String(s)) => vec![s],
+            Some(Value::String(s)) => vec![s.as_ref()],
             Some(Value::Array(items)) if !items.is_empty() => items
                 .iter()
                 .map(|v| v.as_str())

@@ -2,7 +2,7 @@
 //! image generation and embeddings. `model` is the model; LoRAs come from mistral.rs'
 //! `adapter` (current) or `adapters` (v0.5).
 
-use serde_json::Value;
+use crate::inference::json::Value;
 
 use crate::domain::{Action, ApiKind, Request};
 
@@ -89,7 +89,7 @@ pub(super) fn understand(path: &str, req: &Request) -> Result<Action, InferenceE
 fn adapters(ask: &mut Ask, obj: &Obj<'_>) -> Result<(), InferenceError> {
     match obj.get("adapter") {
         None | Some(Value::Null) => {}
-        Some(Value::String(name)) => ask.adapters.push(name.clone()),
+        Some(Value::String(name)) => ask.adapters.push(name.to_string()),
         Some(Value::Object(map)) => match map.get("generation") {
             Some(Value::String(hash)) if map.len() == 1 => {
                 ask.adapters.push(format!("generation:{hash}"));

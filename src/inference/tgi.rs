@@ -5,7 +5,7 @@
 //! but unused (one choice); `best_of` asks for that many generations; a completion makes one
 //! generation per prompt.
 
-use serde_json::Value;
+use crate::inference::json::Value;
 
 use crate::domain::{Action, ApiKind, Request};
 

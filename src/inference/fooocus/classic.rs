@@ -1,6 +1,6 @@
 //! Fooocus-API's generation endpoints (v1 JSON and forms, v2 JSON).
 
-use serde_json::Value;
+use crate::inference::json::Value;
 
 use crate::domain::{Action, Permission, Request};
 use crate::inference::InferenceError;

@@ -1,6 +1,6 @@
 //! The fields every Fooocus generation request shares, and how they become an action.
 
-use serde_json::Value;
+use crate::inference::json::Value;
 
 use crate::domain::{Action, ApiKind, Permission};
 use crate::inference::InferenceError;
@@ -202,7 +202,7 @@ impl Advanced {
 
 /// The LoRAs a `loras` list chooses: entries that are enabled and not named `None`. An entry
 /// without `enabled` or `model_name`, or with a weight outside −2..2, is refused (422 upstream).
-pub(super) fn chosen_loras(list: &Value, field: &str) -> Result<Vec<String>, InferenceError> {
+pub(super) fn chosen_loras(list: &Value<'_>, field: &str) -> Result<Vec<String>, InferenceError> {
     let Value::Array(items) = list else {
         return Err(invalid(field, "must be a list"));
     };
@@ -264,7 +264,7 @@ pub(super) fn py_positive_int(text: &str) -> Option<u32> {
 /// text.
 pub(super) fn enhance_prompts(
     c: &mut Common,
-    ctrls: &[Value],
+    ctrls: &[Value<'_>],
     field: &str,
 ) -> Result<(), InferenceError> {
     for (i, item) in ctrls.iter().enumerate() {

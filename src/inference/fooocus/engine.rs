@@ -1,6 +1,6 @@
 //! FooocusAPI's `/v1/engine/generate/`: one endpoint, the body decides the work.
 
-use serde_json::Value;
+use crate::inference::json::Value;
 
 use crate::domain::{Action, Request};
 use crate::inference::InferenceError;

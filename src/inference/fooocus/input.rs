@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::{Map, Value};
+use crate::inference::json::{Map, Value};
 
 use crate::domain::Request;
 use crate::inference::InferenceError;
@@ -13,13 +13,13 @@ use crate::inference::multipart;
 use super::NO_IMAGE;
 
 /// A body's fields: JSON values, or a form's text fields as strings plus its file names.
-pub(super) struct Input {
-    pub(super) map: Map<String, Value>,
+pub(super) struct Input<'r> {
+    pub(super) map: Map<'r>,
     pub(super) files: BTreeSet<String>,
     pub(super) form: bool,
 }
 
-impl Input {
+impl Input<'_> {
     pub(super) fn obj(&self) -> Obj<'_> {
         Obj::root(&self.map)
     }
@@ -32,7 +32,7 @@ impl Input {
 
 /// A JSON body. FastAPI parses a missing Content-Type as JSON, and refuses `text/plain`,
 /// forms and anything else on a JSON route.
-pub(super) fn json_input(req: &Request) -> Result<Input, InferenceError> {
+pub(super) fn json_input(req: &Request) -> Result<Input<'_>, InferenceError> {
     match media_type(req)? {
         MediaType::Missing | MediaType::Json => Ok(Input {
             map: parse_object(&req.body)?,
@@ -48,7 +48,7 @@ pub(super) fn json_input(req: &Request) -> Result<Input, InferenceError> {
 /// A v1 form body. Starlette reads multipart and url-encoded forms and treats any other
 /// body as an empty form (every field at its default). For each name the last part wins,
 /// and an empty text value counts as absent (FastAPI then applies the default).
-pub(super) fn form_input(req: &Request) -> Result<Input, InferenceError> {
+pub(super) fn form_input(req: &Request) -> Result<Input<'static>, InferenceError> {
     let parts = match media_type(req)? {
         MediaType::Multipart(Some(boundary)) => multipart::parse(&req.body, &boundary)?,
         MediaType::Multipart(None) => {
@@ -69,7 +69,7 @@ pub(super) fn form_input(req: &Request) -> Result<Input, InferenceError> {
         files.remove(&name);
         match part {
             multipart::Part::Text(text) => {
-                map.insert(name, Value::String(text));
+                map.insert(name, Value::String(text.into()));
             }
             multipart::Part::File { .. } => {
                 files.insert(name);
