@@ -150,14 +150,6 @@ pub struct Shared {
 }
 
 async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
-    for (name, set) in [("scim", cfg.scim.is_some())] {
-        if set {
-            tracing::warn!(
-                section = name,
-                "this configuration section is not supported by this version and is ignored; its credentials are refused"
-            );
-        }
-    }
     let policy_path = cfg.policy_path();
     let policy = load_policy(&policy_path)?;
     let store = open_store(&cfg).await?;
@@ -285,6 +277,8 @@ async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
             token: token_endpoint,
         },
         sso: sso.as_ref().map(|s| s.endpoints.clone()),
+        scim: crate::scim::from_config(cfg.scim.as_ref(), shared.store.clone(), audit.clone())
+            .context("scim")?,
     };
     let http: BoxFuture<std::io::Result<()>> = match http_tls {
         Some(tls) => Box::pin(http::serve(

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod inference;
 pub mod policy;
 pub mod protocol;
+pub mod scim;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

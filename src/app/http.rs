@@ -1,6 +1,7 @@
 //! The HTTP listener: health and readiness, local login (`POST /auth/token`,
 //! `GET /auth/jwks.json`) and browser single sign-on (`/auth/login`, `/auth/callback`,
-//! `/auth/logout`, `/auth/backchannel-logout`). SCIM arrives later.
+//! `/auth/logout`, `/auth/backchannel-logout`) and SCIM provisioning (`/scim/v2`, see
+//! [`crate::scim`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -46,6 +47,8 @@ pub struct HttpState {
     pub local: LocalLogin,
     /// Browser single sign-on, when `identity.oidc` is configured.
     pub sso: Option<Arc<SsoEndpoints>>,
+    /// SCIM provisioning (`/scim/v2`), when `scim.enabled`.
+    pub scim: Option<Arc<crate::scim::ScimService>>,
 }
 
 impl From<Arc<Shared>> for HttpState {
@@ -54,6 +57,7 @@ impl From<Arc<Shared>> for HttpState {
             shared,
             local: LocalLogin::default(),
             sso: None,
+            scim: None,
         }
     }
 }
@@ -90,6 +94,7 @@ fn router(state: HttpState) -> Router {
         .with_state(state.shared)
         .merge(local_login_routes(state.local))
         .merge(sso_routes(state.sso))
+        .merge(crate::scim::routes(state.scim))
 }
 
 /// `/auth/login`, `/auth/callback`, `/auth/logout` (GET or POST) and

@@ -57,12 +57,17 @@ pub enum ReportCommand {
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
-    /// API key inventory: owner, scopes, status, days until expiry (`expires_soon` at 14
-    /// days or fewer) and last use (from the audit trail).
+    /// API key inventory: owner, scopes, status, days until expiry (`expires_soon` within
+    /// `--expiring-within` days) and last use (recorded by the servers, or the audit trail's
+    /// latest, whichever is later).
     Keys {
         /// Output format.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
+        /// Remind of active keys expiring within this many days.
+        #[arg(long, value_name = "DAYS", default_value_t = EXPIRY_REMINDER_DAYS,
+              value_parser = clap::value_parser!(i64).range(0..=36_500))]
+        expiring_within: i64,
     },
     /// Admin changes to users, service accounts, roles, keys, templates, approvals and the
     /// policy, from the audit trail (needs `audit.file`).
@@ -148,9 +153,14 @@ impl ReportCommand {
                 let rows = access_review(sources, trail.as_ref(), now.timestamp()).await?;
                 (ACCESS_REVIEW_COLUMNS.as_slice(), rows, *format)
             }
-            ReportCommand::Keys { format } => {
+            ReportCommand::Keys {
+                format,
+                expiring_within,
+            } => {
                 let trail = read_optional_trail(sources, None)?;
-                let rows = key_inventory(sources, trail.as_ref(), now.timestamp()).await?;
+                let rows =
+                    key_inventory(sources, trail.as_ref(), now.timestamp(), *expiring_within)
+                        .await?;
                 (KEY_COLUMNS.as_slice(), rows, *format)
             }
             ReportCommand::PermissionChanges { since, format } => {
@@ -504,6 +514,7 @@ async fn key_inventory(
     sources: &ReportSources,
     trail: Option<&TrailRecords>,
     now: i64,
+    expiring_within: i64,
 ) -> anyhow::Result<Vec<Row>> {
     let keys = sources.store.list_keys().await.context("listing keys")?;
     let used = trail.map(key_last_used).unwrap_or_default();
@@ -513,7 +524,7 @@ async fn key_inventory(
             let status = key_status(k, now);
             // Whole days left, rounded down; only for keys that still work.
             let days = (status == "active").then(|| (k.expires_at - now).div_euclid(86_400));
-            let reminder = if days.is_some_and(|d| d <= EXPIRY_REMINDER_DAYS) {
+            let reminder = if days.is_some_and(|d| d <= expiring_within) {
                 Value::String("expires_soon".into())
             } else {
                 Value::Null
@@ -531,7 +542,14 @@ async fn key_inventory(
                 status.into(),
                 days.map_or(Value::Null, Value::from),
                 reminder,
-                time_value(used.get(&k.id).copied(), trail),
+                // The servers record uses in the store (batched); the trail may know later ones
+                // a server had not flushed yet.
+                match (k.last_used_at, used.get(&k.id).copied()) {
+                    (Some(stored), seen) => Value::String(format_time(
+                        seen.map_or(stored, |t| t.timestamp().max(stored)),
+                    )),
+                    (None, seen) => time_value(seen, trail),
+                },
                 k.revoked_at
                     .map(format_time)
                     .map_or(Value::Null, Value::String),

@@ -30,10 +30,9 @@ pub struct ServerConfig {
     pub quota: crate::policy::QuotaConfig,
     #[serde(default)]
     pub audit: Option<AuditConfig>,
-    /// SCIM provisioning (not served by this version; accepted so configs stay forward
-    /// compatible, and reported at start).
+    /// SCIM 2.0 provisioning on the http listener (`/scim/v2`).
     #[serde(default)]
-    pub scim: Option<serde_yaml::Value>,
+    pub scim: Option<crate::scim::ScimConfig>,
     /// The directory relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -208,6 +208,7 @@ async fn without_a_trail_the_trail_columns_say_so_and_trail_reports_fail() {
     let rows = json(
         ReportCommand::Keys {
             format: ReportFormat::Json,
+            expiring_within: EXPIRY_REMINDER_DAYS,
         },
         &f,
     )
@@ -235,6 +236,7 @@ async fn key_inventory_with_status_reminders_and_last_use() {
     let rows = json(
         ReportCommand::Keys {
             format: ReportFormat::Json,
+            expiring_within: EXPIRY_REMINDER_DAYS,
         },
         &f,
     )
@@ -263,6 +265,7 @@ async fn key_inventory_with_status_reminders_and_last_use() {
 
     let table = ReportCommand::Keys {
         format: ReportFormat::Table,
+        expiring_within: EXPIRY_REMINDER_DAYS,
     }
     .render(&f.sources, now())
     .await
@@ -274,6 +277,7 @@ async fn key_inventory_with_status_reminders_and_last_use() {
     );
     let csv = ReportCommand::Keys {
         format: ReportFormat::Csv,
+        expiring_within: EXPIRY_REMINDER_DAYS,
     }
     .render(&f.sources, now())
     .await
@@ -287,6 +291,72 @@ async fn key_inventory_with_status_reminders_and_last_use() {
         "{k1_line}"
     );
     assert!(k1_line.contains(",10,expires_soon,"), "{k1_line}");
+}
+
+#[tokio::test]
+async fn key_inventory_uses_stored_last_use_and_the_reminder_window() {
+    let f = fixture(true).await;
+    let later = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 22, 9, 30, 0)
+        .unwrap()
+        .timestamp();
+    let earlier = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp();
+    f.sources
+        .store
+        .record_key_uses(&[("k1".into(), later), ("k2".into(), earlier)])
+        .await
+        .expect("uses");
+    let rows = json(
+        ReportCommand::Keys {
+            format: ReportFormat::Json,
+            expiring_within: 60,
+        },
+        &f,
+    )
+    .await;
+    let k1 = by(&rows, "id", "k1");
+    assert_eq!(
+        k1["last_used"], "2026-11-22T09:30:00Z",
+        "stored use is later"
+    );
+    let k2 = by(&rows, "id", "k2");
+    assert_eq!(
+        k2["last_used"], "2026-11-21T08:00:00Z",
+        "trail use is later"
+    );
+    assert_eq!(k2["reminder"], "expires_soon", "60 days is within 60");
+    let rows = json(
+        ReportCommand::Keys {
+            format: ReportFormat::Json,
+            expiring_within: 5,
+        },
+        &f,
+    )
+    .await;
+    assert_eq!(by(&rows, "id", "k1")["reminder"], Value::Null);
+
+    let f = fixture(false).await;
+    f.sources
+        .store
+        .record_key_uses(&[("k1".into(), later)])
+        .await
+        .expect("uses");
+    let rows = json(
+        ReportCommand::Keys {
+            format: ReportFormat::Json,
+            expiring_within: EXPIRY_REMINDER_DAYS,
+        },
+        &f,
+    )
+    .await;
+    assert_eq!(
+        by(&rows, "id", "k1")["last_used"],
+        "2026-11-22T09:30:00Z",
+        "stored uses need no trail"
+    );
 }
 
 #[tokio::test]
@@ -513,7 +583,23 @@ fn clap_parses_the_report_commands() {
     assert!(matches!(
         cli.command,
         crate::cli::Command::Report(ReportCommand::Keys {
-            format: ReportFormat::Table
+            format: ReportFormat::Table,
+            expiring_within: EXPIRY_REMINDER_DAYS,
+        })
+    ));
+    let cli = crate::cli::Cli::try_parse_from([
+        "inferguard",
+        "report",
+        "keys",
+        "--expiring-within",
+        "90",
+    ])
+    .expect("parse");
+    assert!(matches!(
+        cli.command,
+        crate::cli::Command::Report(ReportCommand::Keys {
+            expiring_within: 90,
+            ..
         })
     ));
 }
