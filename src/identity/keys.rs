@@ -32,6 +32,9 @@ pub struct KeyGrant {
     pub owner_role: Option<String>,
     pub owner_attributes: std::collections::BTreeMap<String, String>,
     pub owner_disabled: bool,
+    /// The SCIM groups of a user owner (policy.yaml `groups:` maps them to a role when the
+    /// owner has no explicit role).
+    pub owner_groups: Vec<String>,
     /// The key's scopes, parsed.
     pub scopes: Option<Vec<Permission>>,
     /// The networks the key may be used from, parsed; `None` = anywhere.
@@ -183,11 +186,13 @@ impl KeyAuthenticator {
                     owner_role: None,
                     owner_attributes: Default::default(),
                     owner_disabled: true,
+                    owner_groups: Vec::new(),
                     limits: key_limits.clone(),
                     scopes,
                     networks,
                 },
                 Some(u) => KeyGrant {
+                    owner_groups: self.scim_groups(&u.username).await,
                     key,
                     owner_email: u.email,
                     owner_role: u.role,
@@ -206,6 +211,7 @@ impl KeyAuthenticator {
                         owner_role: None,
                         owner_attributes: Default::default(),
                         owner_disabled: true,
+                        owner_groups: Vec::new(),
                         limits: key_limits.clone(),
                         scopes,
                         networks,
@@ -217,6 +223,7 @@ impl KeyAuthenticator {
                         owner_role: Some(sa.role),
                         owner_attributes: sa.attributes,
                         owner_disabled: sa.disabled,
+                        owner_groups: Vec::new(),
                         scopes,
                         networks,
                     },
@@ -225,14 +232,28 @@ impl KeyAuthenticator {
         };
         Ok(Some(grant))
     }
+
+    /// The SCIM groups of `username`. A store that cannot answer gives none: groups only
+    /// ever add privilege (most privileged wins), so the owner falls back to the default
+    /// role rather than failing every key.
+    async fn scim_groups(&self, username: &str) -> Vec<String> {
+        match self.store.scim_groups_for_user(username).await {
+            Ok(groups) => groups,
+            Err(e) => {
+                tracing::debug!(error = %e, "SCIM groups unavailable for a key owner");
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// The principal a key stands for under the current policy.
 fn principal_for(grant: &KeyGrant, policy: &Policy) -> Principal {
     let (role, role_source) = match &grant.owner_role {
         Some(r) => (r.clone(), RoleSource::Binding),
-        None => match policy.role_for_groups(&[]) {
-            Some((r, _)) => (r.to_string(), RoleSource::Default),
+        None => match policy.role_for_groups(&grant.owner_groups) {
+            Some((r, true)) => (r.to_string(), RoleSource::Group),
+            Some((r, false)) => (r.to_string(), RoleSource::Default),
             // No role at all: an empty name matches no role, so the policy refuses.
             None => (String::new(), RoleSource::Default),
         },
@@ -241,7 +262,7 @@ fn principal_for(grant: &KeyGrant, policy: &Policy) -> Principal {
         subject: grant.key.owner.name.clone(),
         kind: grant.key.owner.kind,
         email: grant.owner_email.clone(),
-        groups: Vec::new(),
+        groups: grant.owner_groups.clone(),
         role,
         role_source,
         auth: AuthMethod::ApiKey,
@@ -349,6 +370,98 @@ roles:
             .await
             .expect_err("bad secret");
         assert_eq!(bad.kind, DenyKind::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn scim_groups_give_a_key_owner_without_a_binding_its_role() {
+        const GROUPS: &str = "
+apis: [fooocus-api]
+default_role: viewer
+groups: {designers: designer}
+roles:
+  viewer: {permissions: [generation:view]}
+  designer: {permissions: [generation:create, generation:view]}
+";
+        let policy = crate::config::compile_policy(Path::new("policy.yaml"), GROUPS).expect("p");
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("g.db").display());
+        let store: DynStore = Arc::new(SqliteStore::connect(&url).await.expect("store"));
+        let scim_user = crate::store::ScimUserRecord {
+            scim_id: "u1".into(),
+            username: "bob".into(),
+            external_id: None,
+            display_name: None,
+            given_name: None,
+            family_name: None,
+            email: None,
+            active: true,
+            created_at: 1,
+            updated_at: 1,
+        };
+        let user = UserRecord {
+            username: "bob".into(),
+            email: None,
+            role: None,
+            attributes: BTreeMap::new(),
+            disabled: false,
+            password_hash: None,
+            created_at: 1,
+        };
+        store
+            .scim_create_user(&scim_user, &user)
+            .await
+            .expect("scim user");
+        let key = api_key::generate();
+        store
+            .create_key(&ApiKeyRecord {
+                id: key.id.clone(),
+                name: "k".into(),
+                owner: OwnerRef {
+                    kind: PrincipalKind::User,
+                    name: "bob".into(),
+                },
+                secret_sha256: key.secret_sha256.clone(),
+                scopes: None,
+                daily_images: None,
+                created_at: 1,
+                expires_at: i64::MAX,
+                revoked_at: None,
+                allowed_networks: None,
+                last_used_at: None,
+            })
+            .await
+            .expect("key");
+        let auth = KeyAuthenticator::new(store.clone(), Duration::from_secs(60));
+        let (p, _) = auth
+            .authenticate(&key.full, &policy, 5, None)
+            .await
+            .expect("ok");
+        assert_eq!(
+            (p.role.as_str(), p.role_source),
+            ("viewer", RoleSource::Default)
+        );
+
+        store
+            .scim_create_group(&crate::store::ScimGroupRecord {
+                scim_id: "g1".into(),
+                display_name: "designers".into(),
+                external_id: None,
+                members: vec!["u1".into()],
+                created_at: 2,
+                updated_at: 2,
+            })
+            .await
+            .expect("group");
+        auth.invalidate_all();
+        let (p, _) = auth
+            .authenticate(&key.full, &policy, 6, None)
+            .await
+            .expect("ok");
+        assert_eq!(
+            (p.role.as_str(), p.role_source),
+            ("designer", RoleSource::Group)
+        );
+        assert_eq!(p.groups, vec!["designers"]);
     }
 
     #[tokio::test]
