@@ -46,7 +46,19 @@ impl AdminAuth {
             name: "admin".into(),
             ..Action::default()
         };
-        crate::policy::decide(&self.authorizer.policy(), &principal, &action).map_err(|d| {
+        let policy = self.authorizer.policy();
+        // A role that requires multi-factor authentication on the Check path requires it here
+        // too (an API key can never provide it).
+        if let Some(role) = policy.roles.get(&principal.role)
+            && role.require_mfa
+            && !principal.mfa
+        {
+            return Err(Status::permission_denied(format!(
+                "mfa_required: role `{}` needs multi-factor authentication; use a credential from a multi-factor sign-in",
+                role.name
+            )));
+        }
+        crate::policy::decide(&policy, &principal, &action).map_err(|d| {
             tracing::info!(
                 subject = %principal.subject,
                 kind = principal.kind.as_str(),

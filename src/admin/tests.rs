@@ -27,6 +27,7 @@ roles:
   admin: {permissions: ["*"]}
   designer: {permissions: [generation:create, generation:view]}
   approver: {permissions: [approvals:decide]}
+  strict_admin: {permissions: ["*"], require_mfa: true}
 "#;
 
 struct Fixture {
@@ -605,5 +606,50 @@ async fn key_network_limits_are_set_checked_and_kept_by_rotation() {
         .await
         .expect_err("negative grace");
     assert_eq!(negative.code(), Code::InvalidArgument);
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test]
+async fn roles_that_require_mfa_refuse_api_keys() {
+    let mut f = fixture().await;
+    let ctx = CliContext {
+        store: f.store.clone(),
+        known_roles: f.authorizer.policy().roles.keys().cloned().collect(),
+        audit: None,
+    };
+    create_user(
+        &ctx,
+        CreateUser {
+            username: "sam".into(),
+            role: "strict_admin".into(),
+            email: None,
+            attributes: BTreeMap::new(),
+            password: None,
+        },
+    )
+    .await
+    .expect("user");
+    let key = create_key(
+        &ctx,
+        CreateKey {
+            name: "sam-key".into(),
+            user: Some("sam".into()),
+            service_account: None,
+            scopes: vec![],
+            expires_days: 1,
+            daily_images: None,
+        },
+        crate::commands::users::now(),
+    )
+    .await
+    .expect("key")
+    .full_key;
+    let refused = f
+        .client
+        .list_users(with_key(&key, pb::ListUsersRequest {}))
+        .await
+        .expect_err("no MFA");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().starts_with("mfa_required"), "{refused:?}");
     let _ = f.stop.send(true);
 }
