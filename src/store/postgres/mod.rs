@@ -25,14 +25,17 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection, Row, SqlSafeStr};
 
 use super::{
-    ApiKeyRecord, Change, OwnerRef, RefreshTokenRecord, ServiceAccountRecord, SigningKeyRecord,
-    Store, StoreError, StoreResult, UserRecord, redacted_url,
+    ApiKeyRecord, Change, DeactivationOutcome, OwnerRef, RefreshTokenRecord, ScimGroupChange,
+    ScimGroupRecord, ScimUserRecord, ServiceAccountRecord, SigningKeyRecord, Store, StoreError,
+    StoreResult, UserRecord, redacted_url,
 };
 use crate::domain::PrincipalKind;
 
 mod approvals;
+mod key_hygiene;
 mod listen;
 mod quota;
+mod scim;
 mod sessions;
 mod templates;
 
@@ -83,6 +86,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "key_hygiene",
         include_str!("../../../migrations/postgres/0006_key_hygiene.sql"),
+    ),
+    (
+        7,
+        "scim",
+        include_str!("../../../migrations/postgres/0007_scim.sql"),
     ),
 ];
 
@@ -699,4 +707,74 @@ impl Store for PostgresStore {
     fn change_listener(&self) -> Option<ChangeListener> {
         Some(ChangeListener::new(self.pool.clone()))
     }
+
+    // === key hygiene and SCIM provisioning (bodies in key_hygiene.rs and scim.rs) ===
+    async fn record_key_uses(&self, uses: &[(String, i64)]) -> StoreResult<()> {
+        self.record_key_uses_impl(uses).await
+    }
+
+    async fn set_key_expiry(&self, id: &str, expires_at: i64) -> StoreResult<()> {
+        self.set_key_expiry_impl(id, expires_at).await
+    }
+
+    async fn enable_user(&self, username: &str) -> StoreResult<()> {
+        self.enable_user_impl(username).await
+    }
+
+    async fn deactivate_user(&self, username: &str, now: i64) -> StoreResult<DeactivationOutcome> {
+        self.deactivate_user_impl(username, now).await
+    }
+
+    async fn scim_create_user(&self, scim: &ScimUserRecord, user: &UserRecord) -> StoreResult<()> {
+        self.scim_create_user_impl(scim, user).await
+    }
+
+    async fn scim_get_user(&self, scim_id: &str) -> StoreResult<Option<ScimUserRecord>> {
+        self.scim_get_user_impl("s.scim_id", scim_id).await
+    }
+
+    async fn scim_get_user_by_username(
+        &self,
+        username: &str,
+    ) -> StoreResult<Option<ScimUserRecord>> {
+        self.scim_get_user_impl("s.username", username).await
+    }
+
+    async fn scim_list_users(&self) -> StoreResult<Vec<ScimUserRecord>> {
+        self.scim_list_users_impl().await
+    }
+
+    async fn scim_update_user(&self, scim: &ScimUserRecord) -> StoreResult<()> {
+        self.scim_update_user_impl(scim).await
+    }
+
+    async fn scim_create_group(&self, group: &ScimGroupRecord) -> StoreResult<()> {
+        self.scim_create_group_impl(group).await
+    }
+
+    async fn scim_get_group(&self, scim_id: &str) -> StoreResult<Option<ScimGroupRecord>> {
+        self.scim_get_group_impl(scim_id).await
+    }
+
+    async fn scim_list_groups(&self) -> StoreResult<Vec<ScimGroupRecord>> {
+        self.scim_list_groups_impl().await
+    }
+
+    async fn scim_modify_group(
+        &self,
+        scim_id: &str,
+        change: &ScimGroupChange,
+        now: i64,
+    ) -> StoreResult<ScimGroupRecord> {
+        self.scim_modify_group_impl(scim_id, change, now).await
+    }
+
+    async fn scim_delete_group(&self, scim_id: &str) -> StoreResult<()> {
+        self.scim_delete_group_impl(scim_id).await
+    }
+
+    async fn scim_groups_for_user(&self, username: &str) -> StoreResult<Vec<String>> {
+        self.scim_groups_for_user_impl(username).await
+    }
+    // === end key hygiene and SCIM provisioning ===
 }

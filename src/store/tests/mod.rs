@@ -38,8 +38,10 @@ macro_rules! store_tests {
 
 mod approvals;
 mod core;
+mod key_hygiene;
 mod postgres;
 mod quota;
+mod scim;
 mod sessions;
 mod templates;
 

@@ -139,17 +139,20 @@ async fn a_follower_never_skips_a_change_under_concurrent_writers() {
             seen
         })
     };
-    let mut writers = Vec::new();
-    for i in 0..100 {
-        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-        writers.push(tokio::spawn(async move {
-            store
-                .set_user_attr(&format!("u{}", i % 4), &format!("k{i}"), "v")
-                .await
-        }));
-    }
-    for w in writers {
-        w.await.expect("join").expect("write");
+    // Waves of 10 racing writers (5 per handle), as many as the pools serve at once.
+    for wave in 0..10 {
+        let mut writers = Vec::new();
+        for i in wave * 10..wave * 10 + 10 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            writers.push(tokio::spawn(async move {
+                store
+                    .set_user_attr(&format!("u{}", i % 4), &format!("k{i}"), "v")
+                    .await
+            }));
+        }
+        for w in writers {
+            w.await.expect("join").expect("write");
+        }
     }
     let seen = follower.await.expect("join");
     let all: BTreeSet<i64> = a
