@@ -30,7 +30,7 @@ type ScimResult = Result<Response, ScimError>;
 pub fn routes(scim: Option<Arc<ScimService>>) -> Router {
     let Some(scim) = scim else {
         return Router::new()
-            .route(&format!("{BASE}"), axum::routing::any(disabled))
+            .route(BASE, axum::routing::any(disabled))
             .route(&format!("{BASE}/{{*rest}}"), axum::routing::any(disabled));
     };
     Router::new()
