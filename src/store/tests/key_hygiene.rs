@@ -232,4 +232,8 @@ async fn deactivation_disables_ends_sessions_and_revokes_in_one_go(t: TestStore)
     ));
 }
 
-store_tests!(allowed_networks_round_trip_and_uses_keep_the_latest, key_expiry_is_set_and_fed_to_caches, deactivation_disables_ends_sessions_and_revokes_in_one_go);
+store_tests!(
+    allowed_networks_round_trip_and_uses_keep_the_latest,
+    key_expiry_is_set_and_fed_to_caches,
+    deactivation_disables_ends_sessions_and_revokes_in_one_go
+);

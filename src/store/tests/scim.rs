@@ -116,7 +116,7 @@ async fn users_are_created_adopted_read_and_updated(t: TestStore) {
             .as_deref(),
         Some("new@example.com")
     );
-    assert_eq!(changed_users(&store, before).await, vec!["alice"]);
+    assert_eq!(changed_users(store, before).await, vec!["alice"]);
     let mut missing = changed.clone();
     missing.scim_id = "missing".into();
     assert!(matches!(
@@ -138,7 +138,7 @@ async fn groups_and_memberships_feed_role_resolution(t: TestStore) {
         .scim_create_group(&group("g1", "designers", &["u1", "u2"]))
         .await
         .expect("group");
-    assert_eq!(changed_users(&store, before).await, vec!["alice", "bob"]);
+    assert_eq!(changed_users(store, before).await, vec!["alice", "bob"]);
     assert!(matches!(
         store
             .scim_create_group(&group("g2", "designers", &[]))
@@ -176,7 +176,7 @@ async fn groups_and_memberships_feed_role_resolution(t: TestStore) {
         .expect("modify");
     assert_eq!(after.members, vec!["u2", "u3"]);
     assert_eq!(after.updated_at, 50);
-    assert_eq!(changed_users(&store, before).await, vec!["alice", "carol"]);
+    assert_eq!(changed_users(store, before).await, vec!["alice", "carol"]);
     assert_eq!(
         store.scim_groups_for_user("alice").await.expect("groups"),
         vec!["admins"]
@@ -218,7 +218,7 @@ async fn groups_and_memberships_feed_role_resolution(t: TestStore) {
         .expect("rename");
     assert_eq!(renamed.display_name, "artists");
     assert_eq!(renamed.external_id.as_deref(), Some("okta-1"));
-    assert_eq!(changed_users(&store, before).await, vec!["bob", "carol"]);
+    assert_eq!(changed_users(store, before).await, vec!["bob", "carol"]);
     assert!(matches!(
         store
             .scim_modify_group(
@@ -244,7 +244,7 @@ async fn groups_and_memberships_feed_role_resolution(t: TestStore) {
 
     let before = store.latest_change().await.expect("seq");
     store.scim_delete_group("g1").await.expect("delete");
-    assert_eq!(changed_users(&store, before).await, vec!["carol"]);
+    assert_eq!(changed_users(store, before).await, vec!["carol"]);
     assert!(
         store
             .scim_groups_for_user("carol")
@@ -264,4 +264,7 @@ async fn groups_and_memberships_feed_role_resolution(t: TestStore) {
     ));
 }
 
-store_tests!(users_are_created_adopted_read_and_updated, groups_and_memberships_feed_role_resolution);
+store_tests!(
+    users_are_created_adopted_read_and_updated,
+    groups_and_memberships_feed_role_resolution
+);

@@ -129,7 +129,7 @@ async fn sessions_round_trip_touch_and_end(t: TestStore) {
         .expect("touch");
     let touched = store.get_session("h1").await.expect("get").expect("row");
     assert_eq!(touched.last_seen_at, now + 5);
-    assert!(session_changes(&store).await.is_empty());
+    assert!(session_changes(store).await.is_empty());
 
     assert!(
         store
@@ -152,7 +152,7 @@ async fn sessions_round_trip_touch_and_end(t: TestStore) {
             .await
             .expect("touch")
     );
-    assert_eq!(session_changes(&store).await, vec!["h1".to_string()]);
+    assert_eq!(session_changes(store).await, vec!["h1".to_string()]);
 }
 
 async fn ending_by_user_and_by_idp_session(t: TestStore) {
@@ -221,7 +221,7 @@ async fn ending_by_user_and_by_idp_session(t: TestStore) {
             .expect("end"),
         vec!["b2"]
     );
-    assert_eq!(session_changes(&store).await.len(), 4);
+    assert_eq!(session_changes(store).await.len(), 4);
 }
 
 async fn refresh_lease_and_claims(t: TestStore) {
@@ -274,7 +274,7 @@ async fn refresh_lease_and_claims(t: TestStore) {
             .await
             .expect("lease")
     );
-    assert_eq!(session_changes(&store).await, vec!["h".to_string()]);
+    assert_eq!(session_changes(store).await, vec!["h".to_string()]);
     store
         .end_session("h", now + 4, "logout")
         .await
