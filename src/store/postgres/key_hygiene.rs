@@ -2,8 +2,8 @@
 //! user enabling / deactivation.
 
 use super::{
-    DeactivationOutcome, PostgresStore, StoreError, StoreResult, key_label,
-    record_change, revoke_refresh_where, user_label,
+    DeactivationOutcome, PostgresStore, StoreError, StoreResult, key_label, record_change,
+    revoke_refresh_where, user_label,
 };
 
 /// The session end reason a deactivation records.
@@ -120,4 +120,3 @@ impl PostgresStore {
         })
     }
 }
-

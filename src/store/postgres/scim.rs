@@ -8,8 +8,8 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use super::{
-    ScimGroupChange, ScimGroupRecord, ScimUserRecord, PostgresStore, StoreError,
-    StoreResult, UserRecord, attributes_to_json, conflict, record_change,
+    PostgresStore, ScimGroupChange, ScimGroupRecord, ScimUserRecord, StoreError, StoreResult,
+    UserRecord, attributes_to_json, conflict, record_change,
 };
 
 const SCIM_USER_COLUMNS: &str = "SELECT s.scim_id, s.username, s.external_id, s.display_name, \
@@ -402,4 +402,3 @@ impl PostgresStore {
         Ok(names)
     }
 }
-
