@@ -1,5 +1,5 @@
 //! CEL input building: a request body turned into an Action by the extractors, then every
-//! `request.*` and `principal.*` field handed to compiled rules that read them all.
+//! `request.*` and `user.*` field handed to compiled rules that read them all.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ fn rules() -> &'static (RouteTable, RuleSet) {
             r#"request.prompts.exists(p, p.matches("[0-9]{4}")) && request.image_number > 2"#,
             r#"request.loras.size() > 1 || request.model == "m" || request.preset == "Quality""#,
             r#"request.width * request.height > 1000000 || request.max_tokens > 100 || request.upscale"#,
-            r#"principal.attributes.exists(k, k == principal.attributes[k]) || "g" in principal.groups"#,
+            r#"("department" in user.attributes && user.attributes.department == user.subject) || "g" in user.groups || user.mfa"#,
         ];
         let specs = when
             .iter()
