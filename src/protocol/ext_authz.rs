@@ -20,7 +20,7 @@ use crate::audit::{AuditEvent, AuditTrail, SecurityMonitor};
 use crate::authorizer::{Authorizer, Trace};
 use crate::domain::{Allow, Denial, DenyKind, Request};
 use crate::identity::{INFERGUARD_COOKIE_PREFIX, api_key, cookie_header_without_session};
-use crate::protocol::response::overwrite;
+use crate::protocol::response::{decision_metadata, overwrite};
 use crate::protocol::{denial_response, status_for, to_request};
 use crate::telemetry::{CheckOutcome, Metrics, OtlpExporter};
 
@@ -312,7 +312,13 @@ impl CheckService {
                 headers_to_remove: remove,
                 ..Default::default()
             })),
-            dynamic_metadata: None,
+            dynamic_metadata: Some(decision_metadata(&[
+                ("decision", "allow"),
+                ("status", "200"),
+                ("subject", &p.subject),
+                ("role", &p.role),
+                ("auth", p.auth.as_str()),
+            ])),
         }
     }
 }

@@ -4,6 +4,7 @@ use envoy_types::ext_authz::v3::pb::{
     CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
     HttpResponse, HttpStatus,
 };
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 
 use crate::domain::{Denial, DenyKind};
@@ -51,6 +52,25 @@ pub(crate) fn overwrite(key: &str, value: impl Into<String>) -> HeaderValueOptio
         append: None,
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
         keep_empty_value: false,
+    }
+}
+
+/// The decision as Envoy dynamic metadata (namespace `envoy.filters.http.ext_authz`), so the
+/// access log can print it with `%DYNAMIC_METADATA(envoy.filters.http.ext_authz)%`. Holds no
+/// secret: decision, status, error code and, on allow, who was let through.
+pub fn decision_metadata(fields: &[(&str, &str)]) -> Struct {
+    Struct {
+        fields: fields
+            .iter()
+            .map(|(k, v)| {
+                (
+                    (*k).to_string(),
+                    Value {
+                        kind: Some(Kind::StringValue((*v).to_string())),
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
@@ -117,7 +137,12 @@ pub fn denial_response(denial: &Denial, request_id: &str) -> CheckResponse {
             headers,
             body: format!("{body}\n"),
         })),
-        dynamic_metadata: None,
+        dynamic_metadata: Some(decision_metadata(&[
+            ("decision", "deny"),
+            ("status", &status.to_string()),
+            ("error", denial.error),
+            ("rule", denial.rule.as_deref().unwrap_or("")),
+        ])),
     }
 }
 
@@ -178,6 +203,22 @@ mod tests {
                 "a refusal must never carry OK"
             );
         }
+    }
+
+    #[test]
+    fn refusal_carries_decision_metadata_for_the_access_log() {
+        let d = Denial::new(DenyKind::Forbidden, "preset_not_allowed", "no").with_rule("r1");
+        let meta = denial_response(&d, "rid")
+            .dynamic_metadata
+            .expect("metadata");
+        let field = |k: &str| match meta.fields.get(k).and_then(|v| v.kind.as_ref()) {
+            Some(Kind::StringValue(s)) => s.clone(),
+            other => panic!("{k}: {other:?}"),
+        };
+        assert_eq!(field("decision"), "deny");
+        assert_eq!(field("status"), "403");
+        assert_eq!(field("error"), "preset_not_allowed");
+        assert_eq!(field("rule"), "r1");
     }
 
     #[test]

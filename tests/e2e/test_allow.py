@@ -97,3 +97,22 @@ def test_auth_routes_bypass_ext_authz(stack, upstream):
     r = stack.get("/auth/jwks.json")
     assert upstream.requests == [], "an /auth/ request reached the inference upstream"
     assert r.status_code not in (401, 403), f"/auth/ was judged by ext_authz: {r.status_code} {r.text[:200]}"
+
+
+def test_envoy_access_log_records_the_decision(stack, principals, upstream):
+    """The shipped envoy.yaml logs ext_authz's dynamic metadata: who was let through, or why not."""
+    from conftest import wait_until
+
+    ok = stack.post(T2I, fooocus_text_to_image(), key=principals.alice_key, headers={"x-request-id": "log-allow-1"})
+    assert ok.status_code == 200, ok.text
+    no = stack.post(T2I, fooocus_text_to_image(), headers={"x-request-id": "log-deny-1"})
+    assert no.status_code == 401, no.text
+
+    def line(rid):
+        return next((l for l in stack.envoy_log.read_text().splitlines() if f"id={rid}" in l), None)
+
+    wait_until(lambda: line("log-allow-1") and line("log-deny-1"), 10, "access-log lines for both requests")
+    allow, deny = line("log-allow-1"), line("log-deny-1")
+    assert '"decision":"allow"' in allow and '"subject":"alice"' in allow and '"role":"designer_basic"' in allow, allow
+    assert '"decision":"deny"' in deny and '"status":"401"' in deny and '"error":"missing_credential"' in deny, deny
+    assert principals.alice_key not in allow, "the caller's key must never reach the access log"
