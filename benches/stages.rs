@@ -36,7 +36,7 @@ roles:
     max_pixels: 1048576
 rules:
   - name: no-night-batches
-    when: 'request.image_number > 2 && principal.attributes.department == "night"'
+    when: 'request.image_number > 2 && user.department == "night"'
     effect: deny
     message: no large batches at night
   - name: no-secret-words
