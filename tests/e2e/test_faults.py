@@ -61,7 +61,8 @@ class CuttableProxy:
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         ls.bind(("127.0.0.1", self.port))
         ls.listen(64)
-        self.listener = ls
+        with self.lock:
+            self.listener = ls
         threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
 
     def _accept(self, ls: socket.socket):
@@ -76,6 +77,12 @@ class CuttableProxy:
                 client.close()
                 continue
             with self.lock:
+                # A connection that raced cut() must not survive it: a leaky cut let a
+                # reconnect through and made the outage test flaky.
+                if self.listener is not ls:
+                    client.close()
+                    upstream.close()
+                    return
                 self.conns += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
@@ -99,11 +106,15 @@ class CuttableProxy:
                     pass
 
     def cut(self):
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
         with self.lock:
+            ls, self.listener = self.listener, None
             conns, self.conns = self.conns, []
+        if ls is not None:
+            try:
+                ls.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in _accept
+            except OSError:
+                pass
+            ls.close()
         for s in conns:
             try:
                 s.shutdown(socket.SHUT_RDWR)
