@@ -8,6 +8,7 @@
 //! reaches them within the poll interval, on PostgreSQL at once.
 
 mod approvals;
+mod codec;
 mod postgres;
 mod provisioning;
 mod quota;

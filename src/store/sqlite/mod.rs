@@ -10,7 +10,6 @@
 //! polls that feed to drop cached entries, so a change made anywhere reaches it quickly.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -26,7 +25,6 @@ use super::{
     ScimGroupRecord, ScimUserRecord, ServiceAccountRecord, SigningKeyRecord, Store, StoreError,
     StoreResult, UserRecord,
 };
-use crate::domain::PrincipalKind;
 
 mod approvals;
 mod key_hygiene;
@@ -168,63 +166,10 @@ fn query_param<'a>(url: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Current time in unix seconds.
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-/// Maps a unique-constraint violation to `Conflict(what)`, anything else as usual.
-fn conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what()),
-        _ => e.into(),
-    }
-}
-
-fn user_label(username: &str) -> String {
-    format!("user `{username}`")
-}
-
-fn service_account_label(name: &str) -> String {
-    format!("service account `{name}`")
-}
-
-fn key_label(id: &str) -> String {
-    format!("key `{id}`")
-}
-
-fn attributes_to_json(attributes: &BTreeMap<String, String>) -> StoreResult<String> {
-    serde_json::to_string(attributes).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn attributes_from_json(text: &str) -> StoreResult<BTreeMap<String, String>> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Corrupt(format!("attributes are not a JSON string map: {e}")))
-}
-
-fn scopes_to_json(scopes: &Option<Vec<String>>) -> StoreResult<Option<String>> {
-    scopes
-        .as_ref()
-        .map(|s| serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string())))
-        .transpose()
-}
-
-fn scopes_from_json(text: Option<String>) -> StoreResult<Option<Vec<String>>> {
-    text.map(|t| {
-        serde_json::from_str(&t)
-            .map_err(|e| StoreError::Corrupt(format!("scopes are not a JSON string list: {e}")))
-    })
-    .transpose()
-}
-
-fn owner_kind_from_str(kind: &str) -> StoreResult<PrincipalKind> {
-    match kind {
-        "user" => Ok(PrincipalKind::User),
-        "service_account" => Ok(PrincipalKind::ServiceAccount),
-        other => Err(StoreError::Corrupt(format!(
-            "unknown key owner kind `{other}`"
-        ))),
-    }
-}
+use crate::store::codec::{
+    attributes_from_json, attributes_to_json, conflict, key_label, now, owner_kind_from_str,
+    scopes_from_json, scopes_to_json, service_account_label, user_label,
+};
 
 fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
     Ok(UserRecord {
