@@ -2,8 +2,9 @@
 //!
 //! It sends one fixed CheckRequest — what Envoy sends for a Fooocus-API
 //! `POST /v1/generation/text-to-image` with a ~2 KB JSON body in `raw_body` and the caller's
-//! key in `x-api-key` — over `C` HTTP/2 connections with `M` concurrent streams each, and
-//! prints one JSON line:
+//! credential: an API key in `x-api-key` (`--key`), a JWT in `authorization: Bearer`
+//! (`--bearer`) or a browser session in the `__Host-inferguard-session` cookie (`--session`) —
+//! over `C` HTTP/2 connections with `M` concurrent streams each, and prints one JSON line:
 //!
 //! ```json
 //! {"mode":"peak","checks":81234,"seconds":10.0,"checks_per_sec":8123.4,"p50_us":480.1,
@@ -155,6 +156,15 @@ struct Args {
     /// Send `authorization: Bearer TOKEN` instead of an API key (the JWT path).
     #[arg(long, env = "BENCH_BEARER", default_value = "", hide_env_values = true)]
     bearer: String,
+    /// Send this session id in the `__Host-inferguard-session` cookie instead of an API key
+    /// (the browser-session path; `examples/seed_session.rs` makes one).
+    #[arg(
+        long,
+        env = "BENCH_SESSION",
+        default_value = "",
+        hide_env_values = true
+    )]
+    session: String,
     /// HTTP/2 connections.
     #[arg(short = 'c', long, default_value_t = 4)]
     connections: usize,
@@ -255,14 +265,26 @@ fn wire_body() -> String {
 
 /// The CheckRequest Envoy builds for the benchmark request (`with_request_body` with
 /// `pack_as_bytes: true`, so the body travels in `raw_body`).
-fn check_request(key: &str, bearer: &str) -> CheckRequest {
-    let body = wire_body().into_bytes();
-    let authorization = format!("Bearer {bearer}");
-    let (credential_header, credential) = if bearer.is_empty() {
-        ("x-api-key", key)
+/// The credential a request carries: `(header, value)`.
+fn credential(args: &Args) -> (&'static str, String) {
+    if !args.bearer.is_empty() {
+        ("authorization", format!("Bearer {}", args.bearer))
+    } else if !args.session.is_empty() {
+        // A browser sends its other cookies too; the session one is not first.
+        (
+            "cookie",
+            format!(
+                "_ga=GA1.1.2094; theme=dark; __Host-inferguard-session={}",
+                args.session
+            ),
+        )
     } else {
-        ("authorization", authorization.as_str())
-    };
+        ("x-api-key", args.key.clone())
+    }
+}
+
+fn check_request(credential_header: &str, credential_value: &str) -> CheckRequest {
+    let body = wire_body().into_bytes();
     let headers: HashMap<String, String> = [
         (":authority", "fooocus.internal:10000"),
         (":method", "POST"),
@@ -272,7 +294,7 @@ fn check_request(key: &str, bearer: &str) -> CheckRequest {
         ("content-type", "application/json"),
         ("content-length", &body.len().to_string()),
         ("user-agent", "python-requests/2.32.3"),
-        (credential_header, credential),
+        (credential_header, credential_value),
         ("x-forwarded-proto", "http"),
         ("x-request-id", "5f0c6b1e-2a4d-4f7e-9c3b-8e1d2a7f6b40"),
     ]
@@ -456,7 +478,8 @@ async fn fixed_rate(
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let req = check_request(&args.key, &args.bearer);
+    let (header, value) = credential(&args);
+    let req = check_request(header, &value);
     if let Some(path) = &args.write_grpc_body {
         std::fs::write(path, grpc_frame(&req))?;
         eprintln!(
@@ -469,8 +492,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Ok(());
         }
     }
-    if args.key.is_empty() && args.bearer.is_empty() {
-        eprintln!("check_load: no --key (or BENCH_API_KEY): inferguard will refuse every Check");
+    if args.key.is_empty() && args.bearer.is_empty() && args.session.is_empty() {
+        eprintln!(
+            "check_load: no --key, --bearer or --session: inferguard will refuse every Check"
+        );
     }
     if args.connections == 0 || args.streams == 0 {
         return Err("--connections and --streams must be at least 1".into());
