@@ -125,4 +125,23 @@ impl AuditError {
             source,
         }
     }
+
+    /// The same error for another caller: every record of a batch that could not be written
+    /// gets one (`io::Error` cannot be cloned; its kind and message are kept).
+    pub(crate) fn duplicate(&self) -> AuditError {
+        let copy = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self {
+            AuditError::Config(m) => AuditError::Config(m.clone()),
+            AuditError::Io { path, source } => AuditError::io(path.clone(), copy(source)),
+            AuditError::Corrupt { path, reason } => AuditError::Corrupt {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            AuditError::Key(m) => AuditError::Key(m.clone()),
+            // Neither comes out of an append; kept as text should that change.
+            AuditError::Store(_) | AuditError::Encode(_) => {
+                AuditError::io(PathBuf::new(), std::io::Error::other(self.to_string()))
+            }
+        }
+    }
 }

@@ -11,16 +11,17 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// `,"hash":"` + 64 hex digits + `"}`.
 const HASH_MEMBER_LEN: usize = 9 + 64 + 2;
 
-/// Appends one record line (with its newline) to `buf` and returns its hash (lower-case
-/// hex). `event` is a serialised JSON object with at least one member; its members follow
-/// the chain members `seq`, `prev` and `ts`.
+/// Appends one record line (with its newline) to the end of `buf` (which may already hold
+/// earlier lines of the same write) and returns its hash (lower-case hex). `event` is a
+/// serialised JSON object with at least one member; its members follow the chain members
+/// `seq`, `prev` and `ts`.
 pub(crate) fn encode(buf: &mut Vec<u8>, seq: u64, prev: &str, ts: &str, event: &[u8]) -> String {
     debug_assert!(event.len() > 2 && event[0] == b'{' && event[event.len() - 1] == b'}');
-    buf.clear();
+    let start = buf.len();
     // Writing to a Vec cannot fail.
     let _ = write!(buf, "{{\"seq\":{seq},\"prev\":\"{prev}\",\"ts\":\"{ts}\",");
     buf.extend_from_slice(&event[1..]);
-    let hash = hex::encode(Sha256::digest(&buf[..]));
+    let hash = hex::encode(Sha256::digest(&buf[start..]));
     buf.pop();
     buf.extend_from_slice(b",\"hash\":\"");
     buf.extend_from_slice(hash.as_bytes());
@@ -132,6 +133,19 @@ mod tests {
                 hash
             }
         );
+    }
+
+    #[test]
+    fn lines_encoded_into_one_buffer_each_hash_only_themselves() {
+        let mut buf = Vec::new();
+        let first = encode(&mut buf, 1, GENESIS_HASH, "t", br#"{"event_type":"admin"}"#);
+        let second = encode(&mut buf, 2, &first, "t", br#"{"event_type":"decision"}"#);
+        let text = String::from_utf8(buf).expect("utf8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(parse_line(lines[0].as_bytes()).expect("first").hash, first);
+        let rec = parse_line(lines[1].as_bytes()).expect("second");
+        assert_eq!((rec.seq, rec.prev, rec.hash), (2, first, second));
     }
 
     #[test]

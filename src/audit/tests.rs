@@ -450,6 +450,84 @@ async fn two_writers_on_one_trail_make_one_chain() {
     assert_eq!(targets.len(), 810, "every record once");
 }
 
+/// Records of concurrent Checks are written together: one `write(2)` for all that were ready,
+/// so they carry one timestamp (the real clock has microseconds), in one valid chain.
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_records_are_written_as_one_batch_in_one_chain() {
+    let fx = Fixture::new();
+    let key = CheckpointKey::from_pem(&fx.key.private_pem()).expect("key");
+    let trail = AuditTrail::open_with_key(&fx.base(), &config(), key).expect("open");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let trail = trail.clone();
+        tasks.spawn(async move { trail.record(admin(i)).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task").expect("record");
+    }
+    trail.close().await.expect("close");
+    let file = trail.current_file();
+    let records: Vec<serde_json::Value> = lines(&file)
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(records.len(), 64);
+    let stamps: std::collections::BTreeSet<&str> = records
+        .iter()
+        .map(|r| r["ts"].as_str().expect("ts"))
+        .collect();
+    assert_eq!(stamps.len(), 1, "written in {} writes", stamps.len());
+    let targets: std::collections::BTreeSet<&str> = records
+        .iter()
+        .map(|r| r["target"].as_str().expect("target"))
+        .collect();
+    assert_eq!(targets.len(), 64, "every record once");
+    let report = verify_files(std::slice::from_ref(&file), &fx.keys());
+    assert!(report.ok(), "{report}");
+    assert_eq!(report.records, 64);
+}
+
+/// The caller writing a batch may be cancelled while it lets the others queue (its Check's
+/// client went away): the records queued behind it are still written and their callers
+/// answered.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cancelled_batch_writer_still_writes_the_records_waiting_on_it() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let fx = Fixture::new();
+    let trail = fx.open();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut leader = Box::pin(trail.record(admin(0)));
+    assert!(
+        leader.as_mut().poll(&mut cx).is_pending(),
+        "the writer yields first"
+    );
+    let mut follower = Box::pin(trail.record(admin(1)));
+    assert!(
+        follower.as_mut().poll(&mut cx).is_pending(),
+        "queued behind the writer"
+    );
+    drop(leader);
+    match follower.as_mut().poll(&mut cx) {
+        Poll::Ready(result) => result.expect("written"),
+        Poll::Pending => panic!("the follower was stranded"),
+    }
+    let written = lines(&fx.file(0));
+    assert_eq!(
+        written.len(),
+        2,
+        "the cancelled writer's record is written too"
+    );
+    trail
+        .record(admin(2))
+        .await
+        .expect("a later record still gets a writer");
+    trail.close().await.expect("close");
+    let report = verify_files(&[fx.file(0)], &fx.keys());
+    assert!(report.ok(), "{report}");
+    assert_eq!(report.records, 3);
+}
+
 #[tokio::test]
 async fn a_writer_continues_after_another_rolled_over_to_a_new_day() {
     let fx = Fixture::new();

@@ -13,8 +13,10 @@
 //!
 //! # Durability
 //!
-//! [`AuditTrail::record`] returns once the record's single `write(2)` has returned: the
-//! record is in the kernel's page cache and survives the death of the process. A background
+//! [`AuditTrail::record`] returns once the `write(2)` holding its record has returned: the
+//! record is in the kernel's page cache and survives the death of the process. Records of
+//! concurrent callers share one write (group commit, see [`AuditTrail::record`]), so a busy
+//! server takes the lock, `stat`s and writes once per batch, not once per record. A background
 //! thread `fsync`s within [`FSYNC_BATCH`] (batching every record written meanwhile), then
 //! signs a checkpoint when one is due. A power loss can lose what was written in that window
 //! and not yet `fsync`ed; a checkpoint never covers records that were not `fsync`ed.
@@ -79,6 +81,57 @@ impl std::fmt::Debug for AuditTrail {
 struct Handle {
     core: Arc<Core>,
     wake: SyncSender<Msg>,
+    /// Records waiting for the batch being gathered (see [`AuditTrail::record`]).
+    batch: Mutex<Batch>,
+}
+
+impl Handle {
+    fn lock_batch(&self) -> MutexGuard<'_, Batch> {
+        // Nothing can be left half-done inside this lock: a push, a take or a flag.
+        self.batch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Records queued for one write, and whether a caller has taken on writing them.
+#[derive(Default)]
+struct Batch {
+    queue: Vec<Waiting>,
+    writing: bool,
+}
+
+/// One queued record and where its outcome goes.
+struct Waiting {
+    json: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<Result<(), AuditError>>,
+}
+
+/// The caller that writes the batch: on drop it writes everything queued, batch after batch,
+/// until the queue is empty, then lets the next caller take on writing.
+struct BatchWriter<'a>(&'a Handle);
+
+impl Drop for BatchWriter<'_> {
+    fn drop(&mut self) {
+        loop {
+            let waiting = {
+                let mut batch = self.0.lock_batch();
+                if batch.queue.is_empty() {
+                    batch.writing = false;
+                    return;
+                }
+                std::mem::take(&mut batch.queue)
+            };
+            let events: Vec<&[u8]> = waiting.iter().map(|w| w.json.as_slice()).collect();
+            let written = self.0.core.append(&events);
+            for w in waiting {
+                let outcome = match &written {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(e.duplicate()),
+                };
+                // A caller that went away no longer needs its outcome; its record is written.
+                let _ = w.done.send(outcome);
+            }
+        }
+    }
 }
 
 impl Drop for Handle {
@@ -283,7 +336,7 @@ impl AuditTrail {
         });
         // Repair notes found while opening are written now, not with the next decision.
         if !core.lock_head().pending.is_empty() {
-            core.append(None)?;
+            core.append(&[])?;
         }
         let (wake, rx) = sync_channel(1);
         let thread_core = core.clone();
@@ -299,7 +352,11 @@ impl AuditTrail {
         );
         Ok(AuditTrail {
             sink: None,
-            inner: Arc::new(Handle { core, wake }),
+            inner: Arc::new(Handle {
+                core,
+                wake,
+                batch: Mutex::default(),
+            }),
         })
     }
 
@@ -311,19 +368,59 @@ impl AuditTrail {
     /// caller must refuse the request, 503); with `allow_and_alarm` it is logged, counted in
     /// [`AuditTrail::write_failures`], and `Ok` is returned.
     ///
-    /// The write is a short blocking system call made on the calling thread; it waits only
-    /// for another process's append in progress.
+    /// Records of concurrent callers are written together (group commit): the first caller
+    /// to find no write in progress lets the other tasks that are ready run first, then
+    /// writes every record waiting by then with one lock, one `stat` and one `write(2)`, and
+    /// hands each caller its outcome. The write is a short blocking system call made on
+    /// that caller's thread; it waits only for another process's append in progress.
     pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
-        self.record_now(&event)
+        let written = match serde_json::to_vec(&event) {
+            Ok(json) => self.write_batched(json).await,
+            Err(e) => Err(e.into()),
+        };
+        self.settle(&event, written)
     }
 
-    /// [`record`](AuditTrail::record) for callers outside async code.
+    /// [`record`](AuditTrail::record) for callers outside async code (written alone).
     pub fn record_now(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        let core = &self.inner.core;
-        let result = serde_json::to_vec(event)
+        let written = serde_json::to_vec(event)
             .map_err(AuditError::from)
-            .and_then(|json| core.append(Some(&json)));
-        match result {
+            .and_then(|json| self.inner.core.append(&[&json]));
+        self.settle(event, written)
+    }
+
+    /// Queues `json` and returns once it is written (or could not be), as part of a batch.
+    async fn write_batched(&self, json: Vec<u8>) -> Result<(), AuditError> {
+        let (done, written) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut batch = self.inner.lock_batch();
+            batch.queue.push(Waiting { json, done });
+            !std::mem::replace(&mut batch.writing, true)
+        };
+        if lead {
+            // The batch is written when `writer` drops: after the yield, or, should this
+            // task be cancelled while yielding, then; either way nothing queued is stranded.
+            let writer = BatchWriter(&self.inner);
+            tokio::task::yield_now().await;
+            drop(writer);
+        }
+        written.await.unwrap_or_else(|_| {
+            Err(AuditError::io(
+                self.inner.core.paths.dir(),
+                io::Error::other("the audit batch writer stopped before writing the record"),
+            ))
+        })
+    }
+
+    /// What a write's outcome means for the caller, per `audit.on_write_failure`; hands
+    /// the event to the sink.
+    fn settle(
+        &self,
+        event: &AuditEvent,
+        written: Result<(), AuditError>,
+    ) -> Result<(), AuditError> {
+        let core = &self.inner.core;
+        match written {
             Ok(()) => {
                 let _ = self.inner.wake.try_send(Msg::Wake);
                 if let Some(sink) = &self.sink {
@@ -362,7 +459,7 @@ impl AuditTrail {
     /// Failures are returned whatever `audit.on_write_failure` says.
     pub async fn record_durable(&self, event: AuditEvent) -> Result<(), AuditError> {
         let json = serde_json::to_vec(&event)?;
-        self.inner.core.append(Some(&json))?;
+        self.inner.core.append(&[&json])?;
         if let Some(sink) = &self.sink {
             sink.emit(&event);
         }
@@ -448,8 +545,9 @@ impl Core {
         })
     }
 
-    /// Appends the pending repair notes, then `event` (when given), under the file lock.
-    fn append(&self, event: Option<&[u8]>) -> Result<(), AuditError> {
+    /// Appends the pending repair notes, then `events` (one write for all of them), under
+    /// the file lock.
+    fn append(&self, events: &[&[u8]]) -> Result<(), AuditError> {
         let mut head = self.lock_head();
         let _guard = FileLock::exclusive(&self.lock)
             .map_err(|e| AuditError::io(self.paths.lock_file(), e))?;
@@ -458,15 +556,15 @@ impl Core {
         let ts = format_ts(now);
         while !head.pending.is_empty() {
             let note = head.pending.remove(0);
-            if let Err(e) = head.write_record(&ts, &note) {
+            if let Err(e) = head.write_records(&ts, &[&note]) {
                 head.pending.insert(0, note);
                 return Err(e);
             }
         }
-        match event {
-            Some(event) => head.write_record(&ts, event),
-            None => Ok(()),
+        if events.is_empty() {
+            return Ok(());
         }
+        head.write_records(&ts, events)
     }
 
     /// Makes `head` describe the end of the chain as it is on disk now (the lock is held).
@@ -664,14 +762,20 @@ impl Head {
         }
     }
 
-    /// Writes one record with a single `write(2)`; on a short write the file is cut back.
-    fn write_record(&mut self, ts: &str, event: &[u8]) -> Result<(), AuditError> {
-        let seq = self.seq + 1;
+    /// Writes records (one or a batch) with a single `write(2)`; on a short write the file
+    /// is cut back and none of them counts as written.
+    fn write_records(&mut self, ts: &str, events: &[&[u8]]) -> Result<(), AuditError> {
         let mut buf = std::mem::take(&mut self.buf);
-        let hash = record::encode(&mut buf, seq, &self.hash, ts, event);
+        buf.clear();
+        let mut seq = self.seq;
+        let mut hash = self.hash.clone();
+        for event in events {
+            seq += 1;
+            hash = record::encode(&mut buf, seq, &hash, ts, event);
+        }
         let result = (&*self.file).write(&buf);
         let wanted = buf.len();
-        if buf.capacity() <= 64 * 1024 {
+        if buf.capacity() <= 256 * 1024 {
             self.buf = buf;
         }
         match result {
@@ -679,7 +783,10 @@ impl Head {
                 self.len += n as u64;
                 self.seq = seq;
                 self.hash = hash;
-                self.tail_name = file_name(&self.path);
+                // The tail's file name changes only with the file (no allocation per write).
+                if self.tail_day != self.day || !self.path.ends_with(&self.tail_name) {
+                    self.tail_name = file_name(&self.path);
+                }
                 self.tail_day = self.day;
                 self.dirty_push();
                 Ok(())
