@@ -34,6 +34,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
+use cel::common::types::{
+    CelBool, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp,
+};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::{Context, Env, ExecutionError, Program, Value};
 use chrono::{DateTime, Utc};
 
@@ -162,6 +167,9 @@ const TYPE_IDENTS: [&str; 13] = [
     "dyn",
 ];
 
+// `Reads` keeps one bit per field.
+const _: () = assert!(REQUEST_FIELDS.len() <= 32 && USER_FIELDS.len() <= 16);
+
 const MAX_WHEN_CHARS: usize = 4096;
 const MAX_MESSAGE_CHARS: usize = 512;
 
@@ -189,6 +197,34 @@ pub struct RuleSet {
     /// Attribute names the rules select on `user`; absent ones are bound to `null`.
     attribute_names: BTreeSet<String>,
     uses_pii: bool,
+    /// The fields of `user` and `request` the rules read: only those are built per request.
+    reads: Reads,
+}
+
+/// What the rules of a set read of `user` and `request`, found when they compile.
+///
+/// A rule that selects fields by name (`request.prompt`, `has(user.attributes.x)`) reads just
+/// those; one that uses the variable itself (`request["prompt"]`, `"x" in user`, `size(user)`,
+/// a comprehension over it) reads all of it. The values bound for a request hold what is read
+/// and nothing else, so a rule sees exactly what it would with everything bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Reads {
+    /// Bit `i`: `request.{REQUEST_FIELDS[i]}`.
+    request: u32,
+    /// Bit `i`: `user.{USER_FIELDS[i]}`.
+    user: u16,
+    whole_request: bool,
+    whole_user: bool,
+}
+
+impl Reads {
+    fn request_field(&self, index: usize) -> bool {
+        self.whole_request || self.request & (1 << index) != 0
+    }
+
+    fn user_field(&self, index: usize) -> bool {
+        self.whole_user || self.user & (1 << index) != 0
+    }
 }
 
 impl fmt::Debug for RuleSet {
@@ -206,6 +242,7 @@ impl Default for RuleSet {
             rules: Vec::new(),
             attribute_names: BTreeSet::new(),
             uses_pii: false,
+            reads: Reads::default(),
         }
     }
 }
@@ -270,6 +307,7 @@ impl RuleSet {
                 env: &env,
                 bound: Vec::new(),
                 attributes: &mut set.attribute_names,
+                reads: &mut set.reads,
                 uses_pii: false,
                 known_functions: &mut known_functions,
             };
@@ -307,10 +345,15 @@ impl RuleSet {
         if self.rules.is_empty() {
             return RuleOutcome::NoMatch;
         }
+        // Built once for all the rules, with only what they read, borrowing the input's text
+        // rather than copying it (a prompt can be many kilobytes).
+        let vars = Variables {
+            user: self.user_val(input.principal),
+            request: request_val(input, &self.reads),
+            now: CelTimestamp::from(input.now.fixed_offset()),
+        };
         let mut ctx = Context::with_env(Arc::clone(&self.env));
-        ctx.add_variable_from_value("user", self.user_value(input.principal));
-        ctx.add_variable_from_value("request", request_value(input));
-        ctx.add_variable_from_value("now", Value::Timestamp(input.now.fixed_offset()));
+        ctx.set_variable_resolver(&vars);
         for rule in &self.rules {
             let matched = match rule.program.execute(&ctx) {
                 Ok(Value::Bool(b)) => b,
@@ -363,29 +406,68 @@ impl RuleSet {
         RuleOutcome::NoMatch
     }
 
-    fn user_value(&self, p: &Principal) -> Value {
-        let mut user: HashMap<String, Value> = HashMap::new();
+    /// `user` as the rules read it: the fields they name, the attributes they name (`null`
+    /// when the principal lacks one), or everything when a rule uses `user` itself.
+    fn user_val<'a>(&'a self, p: &'a Principal) -> Box<dyn Val + 'a> {
+        let reads = &self.reads;
+        let mut user: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = HashMap::new();
+        if reads.whole_user {
+            for (k, v) in &p.attributes {
+                user.insert(k.as_str().into(), attribute_val(v));
+            }
+        }
         for name in &self.attribute_names {
-            user.insert(name.clone(), Value::Null);
+            let value = match p.attributes.get(name) {
+                Some(v) => attribute_val(v),
+                None => Box::new(CelNull),
+            };
+            user.insert(name.as_str().into(), value);
         }
-        for (k, v) in &p.attributes {
-            user.insert(k.clone(), attribute_value(v));
+        // Standard fields win over attributes of the same name.
+        for (index, field) in USER_FIELDS.iter().enumerate() {
+            if !reads.user_field(index) {
+                continue;
+            }
+            let value: Box<dyn Val + 'a> = match *field {
+                "subject" => text(&p.subject),
+                "role" => text(&p.role),
+                "email" => text(p.email.as_deref().unwrap_or("")),
+                "groups" => string_list(&p.groups),
+                "kind" => text(p.kind.as_str()),
+                "auth" => text(p.auth.as_str()),
+                "key_id" => text(p.key_id.as_deref().unwrap_or("")),
+                "mfa" => Box::new(CelBool::from(p.mfa)),
+                "attributes" => Box::new(CelMap::from(
+                    p.attributes
+                        .iter()
+                        .map(|(k, v)| (CelMapKey::from(k.as_str()), text(v)))
+                        .collect::<HashMap<_, _>>(),
+                )),
+                other => unreachable!("USER_FIELDS has no `{other}`"),
+            };
+            user.insert((*field).into(), value);
         }
-        let raw: HashMap<String, Value> = p
-            .attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-            .collect();
-        user.insert("subject".into(), p.subject.as_str().into());
-        user.insert("role".into(), p.role.as_str().into());
-        user.insert("email".into(), p.email.as_deref().unwrap_or("").into());
-        user.insert("groups".into(), string_list(&p.groups));
-        user.insert("kind".into(), p.kind.as_str().into());
-        user.insert("auth".into(), p.auth.as_str().into());
-        user.insert("key_id".into(), p.key_id.as_deref().unwrap_or("").into());
-        user.insert("mfa".into(), Value::Bool(p.mfa));
-        user.insert("attributes".into(), raw.into());
-        user.into()
+        Box::new(CelMap::from(user))
+    }
+}
+
+/// The three variables of one evaluation, handed to CEL by reference.
+#[derive(Debug)]
+struct Variables<'a> {
+    user: Box<dyn Val + 'a>,
+    request: Box<dyn Val + 'a>,
+    now: CelTimestamp,
+}
+
+impl VariableResolver for Variables<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let value: &'b dyn Val = match variable {
+            "user" => self.user.as_ref(),
+            "request" => self.request.as_ref(),
+            "now" => &self.now,
+            _ => return None,
+        };
+        Some(CowVal::Borrowed(value))
     }
 }
 
@@ -394,6 +476,14 @@ pub fn attribute_value(raw: &str) -> Value {
     match canonical_int(raw) {
         Some(i) => Value::Int(i),
         None => Value::from(raw),
+    }
+}
+
+/// [`attribute_value`] as the value bound for a rule, borrowing `raw`.
+fn attribute_val(raw: &str) -> Box<dyn Val + '_> {
+    match canonical_int(raw) {
+        Some(i) => Box::new(CelInt::from(i)),
+        None => text(raw),
     }
 }
 
@@ -408,46 +498,67 @@ fn canonical_int(raw: &str) -> Option<i64> {
     if canonical { raw.parse().ok() } else { None }
 }
 
-fn string_list<S: AsRef<str>>(items: &[S]) -> Value {
-    Value::List(Arc::new(
-        items.iter().map(|s| Value::from(s.as_ref())).collect(),
+fn text(s: &str) -> Box<dyn Val + '_> {
+    Box::new(CelString::from(s))
+}
+
+fn string_list<S: AsRef<str>>(items: &[S]) -> Box<dyn Val + '_> {
+    Box::new(CelList::from(
+        items.iter().map(|s| text(s.as_ref())).collect::<Vec<_>>(),
     ))
 }
 
-fn request_value(input: &RuleInput<'_>) -> Value {
+/// `request` as the rules read it: the fields they name, or all of them when a rule uses
+/// `request` itself.
+fn request_val<'a>(input: &RuleInput<'a>, reads: &Reads) -> Box<dyn Val + 'a> {
     let a = input.action;
-    let text = |s: &Option<String>| Value::from(s.as_deref().unwrap_or(""));
-    let int = |n: Option<u64>| Value::Int(n.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)));
-    let api = match a.api {
-        Some(ApiKind::Image) => "image",
-        Some(ApiKind::Llm) => "llm",
-        Some(ApiKind::Other) => "other",
-        None => "",
+    let opt = |s: &'a Option<String>| text(s.as_deref().unwrap_or(""));
+    let int = |n: Option<u64>| -> Box<dyn Val + 'a> {
+        Box::new(CelInt::from(
+            n.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+        ))
     };
-    let permissions: Vec<&str> = a.permissions.iter().map(|p| p.as_str()).collect();
-    let mut r: HashMap<&str, Value> = HashMap::new();
-    r.insert("method", input.method.into());
-    r.insert("path", input.path.into());
-    r.insert("permission", input.permission.as_str().into());
-    r.insert("permissions", string_list(&permissions));
-    r.insert("action", a.name.as_str().into());
-    r.insert("api", api.into());
-    r.insert("preset", text(&a.preset));
-    r.insert("loras", string_list(&a.loras));
-    r.insert("image_number", int(a.image_number.map(u64::from)));
-    r.insert("model", text(&a.model));
-    r.insert("refiner_model", text(&a.refiner_model));
-    r.insert("width", int(a.width.map(u64::from)));
-    r.insert("height", int(a.height.map(u64::from)));
-    r.insert("upscale", Value::Bool(a.upscale));
-    r.insert("max_tokens", int(a.max_tokens));
-    r.insert("prompt", text(&a.prompt));
-    r.insert("negative_prompt", text(&a.negative_prompt));
-    r.insert("prompts", string_list(&a.prompts));
-    r.insert("contains_pii", Value::Bool(!input.pii.is_empty()));
-    r.insert("pii", string_list(input.pii));
-    debug_assert_eq!(r.len(), REQUEST_FIELDS.len());
-    r.into()
+    let mut r: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = HashMap::new();
+    for (index, field) in REQUEST_FIELDS.iter().enumerate() {
+        if !reads.request_field(index) {
+            continue;
+        }
+        let value: Box<dyn Val + 'a> = match *field {
+            "method" => text(input.method),
+            "path" => text(input.path),
+            "permission" => text(input.permission.as_str()),
+            "permissions" => Box::new(CelList::from(
+                a.permissions
+                    .iter()
+                    .map(|p| text(p.as_str()))
+                    .collect::<Vec<_>>(),
+            )),
+            "action" => text(&a.name),
+            "api" => text(match a.api {
+                Some(ApiKind::Image) => "image",
+                Some(ApiKind::Llm) => "llm",
+                Some(ApiKind::Other) => "other",
+                None => "",
+            }),
+            "preset" => opt(&a.preset),
+            "loras" => string_list(&a.loras),
+            "image_number" => int(a.image_number.map(u64::from)),
+            "model" => opt(&a.model),
+            "refiner_model" => opt(&a.refiner_model),
+            "width" => int(a.width.map(u64::from)),
+            "height" => int(a.height.map(u64::from)),
+            "upscale" => Box::new(CelBool::from(a.upscale)),
+            "max_tokens" => int(a.max_tokens),
+            "prompt" => opt(&a.prompt),
+            "negative_prompt" => opt(&a.negative_prompt),
+            "prompts" => string_list(&a.prompts),
+            "contains_pii" => Box::new(CelBool::from(!input.pii.is_empty())),
+            "pii" => string_list(input.pii),
+            other => unreachable!("REQUEST_FIELDS has no `{other}`"),
+        };
+        r.insert((*field).into(), value);
+    }
+    Box::new(CelMap::from(r))
 }
 
 fn rule_error(name: &str) -> Denial {
@@ -497,6 +608,7 @@ struct Checker<'a> {
     /// Comprehension variables in scope.
     bound: Vec<String>,
     attributes: &'a mut BTreeSet<String>,
+    reads: &'a mut Reads,
     uses_pii: bool,
     known_functions: &'a mut HashMap<String, bool>,
 }
@@ -571,7 +683,15 @@ impl Checker<'_> {
         }
     }
 
-    fn ident(&self, name: &str) -> Result<(), Problem> {
+    fn ident(&mut self, name: &str) -> Result<(), Problem> {
+        if !self.is_bound(name) {
+            // The variable itself, not one of its fields: the rule reads all of it.
+            match name {
+                "request" => self.reads.whole_request = true,
+                "user" => self.reads.whole_user = true,
+                _ => {}
+            }
+        }
         if is_root(name)
             || self.is_bound(name)
             || name.starts_with('@')
@@ -588,19 +708,21 @@ impl Checker<'_> {
     fn root_field(&mut self, root: &str, field: &str, test: bool) -> Result<(), Problem> {
         match root {
             "request" => {
-                if !REQUEST_FIELDS.contains(&field) {
+                let Some(index) = REQUEST_FIELDS.iter().position(|f| *f == field) else {
                     return Err((
                         format!("unknown field `request.{field}`"),
                         Some(format!("use one of: {}", REQUEST_FIELDS.join(", "))),
                     ));
-                }
+                };
+                self.reads.request |= 1 << index;
                 if field == "contains_pii" || field == "pii" {
                     self.uses_pii = true;
                 }
                 Ok(())
             }
             "user" => {
-                if USER_FIELDS.contains(&field) {
+                if let Some(index) = USER_FIELDS.iter().position(|f| *f == field) {
+                    self.reads.user |= 1 << index;
                     return Ok(());
                 }
                 if test {

@@ -238,9 +238,7 @@ fn messages_are_shown_on_deny() {
 
 #[test]
 fn every_variable_is_defined() {
-    let set = compile(&[(
-        "all",
-        r#"user.subject == "alice" && user.email == "alice@example.com" && user.kind == "user"
+    const ALL: &str = r#"user.subject == "alice" && user.email == "alice@example.com" && user.kind == "user"
             && user.auth == "jwt" && user.key_id == "" && !user.mfa && "designers" in user.groups
             && user.attributes == {} && request.method == "POST"
             && request.path.startsWith("/v1/") && request.permission == "generation:create"
@@ -250,18 +248,26 @@ fn every_variable_is_defined() {
             && request.height == 0 && !request.upscale && request.max_tokens == 0
             && request.prompt.contains("bicycle") && request.negative_prompt == ""
             && size(request.prompts) == 1 && !request.contains_pii && request.pii == []
-            && now > timestamp("2026-01-01T00:00:00Z") && now.getHours() == 14"#,
-        Effect::Allow,
-    )]);
-    assert_eq!(
-        eval(
-            &set,
-            &user("designer_basic", &[]),
-            &image("Speed", None),
-            &[]
-        ),
-        RuleOutcome::Allow { rule: "all".into() }
-    );
+            && now > timestamp("2026-01-01T00:00:00Z") && now.getHours() == 14"#;
+    // Bound with only the fields the rule reads…
+    let set = compile(&[("all", ALL, Effect::Allow)]);
+    // …and whole, as an earlier rule uses `user` and `request` themselves.
+    let whole = compile(&[
+        ("whole", "size(request) < 0 || size(user) < 0", Effect::Deny),
+        ("all", ALL, Effect::Allow),
+    ]);
+    assert!(whole.reads.whole_request && whole.reads.whole_user);
+    for set in [set, whole] {
+        assert_eq!(
+            eval(
+                &set,
+                &user("designer_basic", &[]),
+                &image("Speed", None),
+                &[]
+            ),
+            RuleOutcome::Allow { rule: "all".into() }
+        );
+    }
 }
 
 #[test]
@@ -343,4 +349,132 @@ fn broken_rules_are_refused_at_load() {
 fn the_set_knows_whether_rules_read_pii() {
     assert!(seed_rules().uses_pii());
     assert!(!compile(&[("r", "request.preset == \"x\"", Effect::Deny)]).uses_pii());
+}
+
+#[test]
+fn only_what_the_rules_read_is_bound() {
+    let set = compile(&[
+        (
+            "a",
+            r#"request.preset == "x" && user.role == "y" && user.team == "z""#,
+            Effect::Deny,
+        ),
+        // A comprehension variable named like a root is not the root.
+        (
+            "b",
+            "[1].exists(user, user > 0) && has(request.prompt)",
+            Effect::Deny,
+        ),
+    ]);
+    let preset = REQUEST_FIELDS.iter().position(|f| *f == "preset").unwrap();
+    let prompt = REQUEST_FIELDS.iter().position(|f| *f == "prompt").unwrap();
+    let role = USER_FIELDS.iter().position(|f| *f == "role").unwrap();
+    assert_eq!(
+        set.reads,
+        Reads {
+            request: 1 << preset | 1 << prompt,
+            user: 1 << role,
+            whole_request: false,
+            whole_user: false,
+        }
+    );
+    assert!(set.attribute_names.contains("team"));
+    for (when, whole_request, whole_user) in [
+        ("size(request) > 0", true, false),
+        (r#""preset" in request"#, true, false),
+        (r#"request["preset"] == "x""#, true, false),
+        ("user.exists(k, k == \"team\")", false, true),
+        ("size(user) > 0 && request.method == \"GET\"", false, true),
+    ] {
+        let reads = compile(&[("r", when, Effect::Deny)]).reads;
+        assert_eq!(
+            (reads.whole_request, reads.whole_user),
+            (whole_request, whole_user),
+            "{when}"
+        );
+    }
+}
+
+#[test]
+fn a_rule_that_uses_a_root_itself_sees_all_of_it() {
+    // Every request field, every standard user field, the principal's attributes, and the
+    // attributes other rules name (null when absent), as when everything was always bound.
+    let set = compile(&[
+        ("names_team", r#"user.team == "red""#, Effect::Deny),
+        (
+            "whole",
+            r#"size(request) == 20 && "prompt" in request && request["preset"] == "Speed"
+               && size(user) == 11 && user["department"] == "design" && user.exists(k, k == "team")
+               && user["team"] == null && user["mfa"] == false && size(user["attributes"]) == 1"#,
+            Effect::Allow,
+        ),
+    ]);
+    let p = user("designer_basic", &[("department", "design")]);
+    assert_eq!(
+        eval(&set, &p, &image("Speed", None), &[]),
+        RuleOutcome::Allow {
+            rule: "whole".into()
+        }
+    );
+    // Standard fields still win over an attribute of the same name, whole or not.
+    let set = compile(&[(
+        "role",
+        r#"user.role == "designer_basic" && user["role"] == "designer_basic"
+           && user.attributes.role == "admin""#,
+        Effect::Allow,
+    )]);
+    let p = user("designer_basic", &[("role", "admin")]);
+    assert!(matches!(
+        eval(&set, &p, &image("Speed", None), &[]),
+        RuleOutcome::Allow { .. }
+    ));
+}
+
+#[test]
+fn variables_only_some_requests_have() {
+    let set = compile(&[
+        ("long_answers", "request.max_tokens > 1000", Effect::Deny),
+        ("red_team", r#"user.team == "red""#, Effect::Deny),
+        (
+            "keys_need_a_team",
+            r#"user.key_id != "" && !has(user.attributes.team)"#,
+            Effect::RequireApproval,
+        ),
+    ]);
+    let image_request = image("Speed", None);
+    let chat = Action {
+        permissions: vec![Permission::GenerationCreate],
+        api: Some(ApiKind::Llm),
+        name: "llm-chat".into(),
+        max_tokens: Some(4096),
+        ..Action::default()
+    };
+    let plain = user("designer_basic", &[]);
+    let red = user("designer_basic", &[("team", "red")]);
+    let mut keyed = user("designer_basic", &[]);
+    keyed.key_id = Some("k1".into());
+    let mut keyed_blue = user("designer_basic", &[("team", "blue")]);
+    keyed_blue.key_id = Some("k2".into());
+
+    // Absent: max_tokens is 0, team is null, key_id is "".
+    assert_eq!(
+        eval(&set, &plain, &image_request, &[]),
+        RuleOutcome::NoMatch
+    );
+    assert!(matches!(
+        eval(&set, &plain, &chat, &[]),
+        RuleOutcome::Deny(d) if d.rule.as_deref() == Some("rules.long_answers")
+    ));
+    assert!(matches!(
+        eval(&set, &red, &image_request, &[]),
+        RuleOutcome::Deny(d) if d.rule.as_deref() == Some("rules.red_team")
+    ));
+    assert!(matches!(
+        eval(&set, &keyed, &image_request, &[]),
+        RuleOutcome::RequireApproval { rule, .. } if rule == "keys_need_a_team"
+    ));
+    assert_eq!(
+        eval(&set, &keyed_blue, &image_request, &[]),
+        RuleOutcome::NoMatch
+    );
 }
