@@ -1,48 +1,34 @@
 //! A bounded, expiring cache whose entries the store's change feed can drop, with no window
-//! in which a load that raced an invalidation re-inserts stale data.
+//! in which a load that raced an invalidation stays cached.
 //!
-//! Lean by design: the API-key cache holds one entry per key in the store (100,000 keys is a
-//! real deployment), so an entry costs its key, its value and an 8-byte deadline in a sharded
-//! hash map, nothing else (no per-entry access-order nodes or shared bookkeeping records).
-//! Expired entries are dropped when met, and each shard sweeps its expired entries after a
-//! number of inserts proportional to its size. A full shard evicts the entry nearest to expiry
-//! (the oldest) among a few it samples.
+//! Built on `quick_cache` (its S3-FIFO policy, entries in a slab with a compact index), so an
+//! entry costs its key, its value and an 8-byte deadline plus a few bytes of bookkeeping: the
+//! API-key cache holds one entry per key in the store (100,000 keys is a real deployment).
+//! `quick_cache` has no expiry of its own: each entry carries its deadline, and an expired entry
+//! met by a lookup is removed and treated as a miss. Expired entries that are never looked up
+//! again are not swept; they stay until `quick_cache`'s capacity policy evicts them, so the
+//! capacity, not the TTL, bounds the memory held.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Shards, each behind its own lock (a power of two).
-const SHARDS: usize = 16;
-/// Entries a full shard looks at to choose the one to evict.
-const EVICTION_SAMPLE: usize = 8;
-/// The fewest inserts between two sweeps of a shard's expired entries.
-const MIN_SWEEP_INTERVAL: usize = 64;
+use quick_cache::sync::Cache;
 
 /// One cached value and when it stops being served (nanoseconds since the cache's epoch).
+#[derive(Clone)]
 struct Slot<V> {
     value: V,
     deadline: u64,
 }
 
-struct Shard<K, V> {
-    map: HashMap<K, Slot<V>>,
-    /// Inserts since this shard last swept out expired entries.
-    inserts: usize,
-}
-
 /// A cache of store lookups (negative answers included) with change-feed invalidation.
 pub struct FeedCache<K, V> {
-    shards: Box<[Mutex<Shard<K, V>>]>,
-    /// The most entries one shard keeps.
-    shard_capacity: usize,
+    cache: Cache<K, Slot<V>>,
     ttl_nanos: u64,
     epoch: Instant,
-    hasher: RandomState,
-    /// Bumped on every invalidation, so a load that started before it is not cached.
+    /// Bumped on every invalidation, so a load that started before it is not kept.
     generation: AtomicU64,
 }
 
@@ -51,30 +37,19 @@ where
     K: Hash + Eq + Send + Sync + Clone + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// A cache of at most `capacity` entries (split evenly over the shards, at least one
-    /// each), each kept at most `ttl`.
+    /// A cache of at most `capacity` entries (about: `quick_cache` splits it over its shards),
+    /// each served at most `ttl`.
     pub fn new(capacity: u64, ttl: Duration) -> Self {
-        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
-        let shard_capacity = (capacity / SHARDS).max(1);
-        let shards = (0..SHARDS)
-            .map(|_| {
-                Mutex::new(Shard {
-                    map: HashMap::new(),
-                    inserts: 0,
-                })
-            })
-            .collect();
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
         FeedCache {
-            shards,
-            shard_capacity,
+            cache: Cache::new(capacity),
             ttl_nanos: u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX),
             epoch: Instant::now(),
-            hasher: RandomState::new(),
             generation: AtomicU64::new(0),
         }
     }
 
-    /// The cached value, or the loader's (cached unless an invalidation happened meanwhile).
+    /// The cached value, or the loader's (kept unless an invalidation happened meanwhile).
     pub async fn get_or_load<E, F>(&self, key: &K, load: F) -> Result<V, E>
     where
         F: Future<Output = Result<V, E>>,
@@ -84,12 +59,29 @@ where
         }
         let generation = self.generation.load(Ordering::SeqCst);
         let value = load.await?;
-        let mut shard = self.shard(key);
-        // Checked under the shard lock: an invalidation of this key takes the same lock after
-        // bumping the generation, so it either sees this insert or this check sees its bump.
-        if self.generation.load(Ordering::SeqCst) == generation {
-            let now = self.now();
-            self.insert(&mut shard, key.clone(), value.clone(), now);
+        if self.generation.load(Ordering::SeqCst) != generation {
+            // An invalidation came while loading: the value may be stale; serve it to this
+            // caller only (it was read from the store after the call began), keep nothing.
+            return Ok(value);
+        }
+        let deadline = self.now().saturating_add(self.ttl_nanos);
+        self.cache.insert(
+            key.clone(),
+            Slot {
+                value: value.clone(),
+                deadline,
+            },
+        );
+        // An invalidation can still land between the check above and the insert: it bumps the
+        // generation first, then removes its key (or clears all), so it may have removed
+        // nothing and this insert would keep a stale value until the TTL. Re-reading the
+        // generation after the insert (SeqCst on both sides) closes that: either the
+        // invalidation's removal ran after the insert and dropped it, or this read sees its
+        // bump and removes the key here. A concurrent lookup can meet the value only in that
+        // instant, as if the change feed had arrived a moment later; it is never kept. Removing
+        // the key may drop a fresh value another load just inserted: that costs one miss.
+        if self.generation.load(Ordering::SeqCst) != generation {
+            self.cache.remove(key);
         }
         Ok(value)
     }
@@ -97,79 +89,41 @@ where
     /// Drops one entry.
     pub async fn invalidate(&self, key: &K) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.shard(key).map.remove(key);
+        self.cache.remove(key);
     }
 
     /// Drops every entry (and frees the memory they held).
     pub fn invalidate_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        for shard in self.shards.iter() {
-            let mut shard = lock(shard);
-            shard.map = HashMap::new();
-            shard.inserts = 0;
-        }
+        self.cache.clear();
     }
 
     /// How many entries are held (expired ones not yet dropped included).
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).map.len()).sum()
+        self.cache.len()
     }
 
     /// True when no entry is held.
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.cache.is_empty()
     }
 
     fn get(&self, key: &K) -> Option<V> {
+        let slot = self.cache.get(key)?;
         let now = self.now();
-        let mut shard = self.shard(key);
-        match shard.map.get(key) {
-            Some(slot) if now < slot.deadline => Some(slot.value.clone()),
-            Some(_) => {
-                shard.map.remove(key);
-                None
-            }
-            None => None,
+        if now < slot.deadline {
+            return Some(slot.value);
         }
-    }
-
-    fn insert(&self, shard: &mut Shard<K, V>, key: K, value: V, now: u64) {
-        shard.inserts += 1;
-        if shard.inserts >= (shard.map.len() / 2).max(MIN_SWEEP_INTERVAL) {
-            shard.map.retain(|_, slot| now < slot.deadline);
-            shard.inserts = 0;
-        }
-        if shard.map.len() >= self.shard_capacity && !shard.map.contains_key(&key) {
-            let victim = shard
-                .map
-                .iter()
-                .take(EVICTION_SAMPLE)
-                .min_by_key(|(_, slot)| slot.deadline)
-                .map(|(k, _)| k.clone());
-            if let Some(victim) = victim {
-                shard.map.remove(&victim);
-            }
-        }
-        let deadline = now.saturating_add(self.ttl_nanos);
-        shard.map.insert(key, Slot { value, deadline });
-    }
-
-    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K, V>> {
-        // SHARDS is a power of two; the low bits of a SipHash are as good as any.
-        let index = (self.hasher.hash_one(key) as usize) & (SHARDS - 1);
-        lock(&self.shards[index])
+        // Expired: a miss. Only an expired entry is removed, not one a load just replaced it by.
+        self.cache.remove_if(key, |slot| now >= slot.deadline);
+        None
     }
 
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
-}
-
-/// Locks a shard; a panic while holding it left a consistent map (every update is one call).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -250,7 +204,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn expired_entries_are_swept_without_being_met_again() {
+    async fn an_expired_entry_met_again_is_dropped() {
         let c: FeedCache<u64, u64> = FeedCache::new(100_000, Duration::from_millis(500));
         for k in 0..2_000u64 {
             c.get_or_load(&k, async { Ok::<_, ()>(k) })
@@ -259,16 +213,80 @@ mod tests {
         }
         assert_eq!(c.len(), 2_000);
         tokio::time::sleep(Duration::from_millis(600)).await;
-        // Fresh inserts trigger each shard's sweep of the expired ones.
+        // A lookup of an expired entry is a miss that removes it (no reload here: the loader
+        // fails, so nothing new is inserted).
+        for k in 0..1_000u64 {
+            assert_eq!(
+                c.get_or_load(&k, async { Err::<u64, _>("down") }).await,
+                Err("down")
+            );
+        }
+        assert_eq!(c.len(), 1_000);
+    }
+
+    #[tokio::test]
+    async fn expired_entries_never_met_again_are_evicted_by_the_capacity() {
+        let capacity = 1_000;
+        let c: FeedCache<u64, u64> = FeedCache::new(capacity, Duration::from_millis(300));
+        for k in 0..1_000u64 {
+            c.get_or_load(&k, async { Ok::<_, ()>(k) })
+                .await
+                .expect("load");
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
         for k in 10_000..12_000u64 {
             c.get_or_load(&k, async { Ok::<_, ()>(k) })
                 .await
                 .expect("load");
         }
         let held = c.len();
+        assert!(held as u64 <= capacity, "{held} entries held");
+        // The fresh entries are served from the cache.
+        assert_eq!(
+            c.get_or_load(&11_999, async { Ok::<_, ()>(0) }).await,
+            Ok(11_999)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_load_racing_an_invalidation_after_its_check_is_not_kept() {
+        // The invalidation lands between the loader's first generation check and its insert:
+        // simulated by bumping the generation from inside a value's Clone, which runs after the
+        // check and before the insert.
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        struct Bump {
+            cache: Arc<std::sync::OnceLock<Arc<FeedCache<u64, Bump>>>>,
+            armed: Arc<AtomicBool>,
+        }
+        impl Clone for Bump {
+            fn clone(&self) -> Self {
+                if self.armed.swap(false, Ordering::SeqCst)
+                    && let Some(c) = self.cache.get()
+                {
+                    c.invalidate_all();
+                }
+                Bump {
+                    cache: self.cache.clone(),
+                    armed: self.armed.clone(),
+                }
+            }
+        }
+        let cell = Arc::new(std::sync::OnceLock::new());
+        let c = Arc::new(FeedCache::new(10, Duration::from_secs(60)));
+        assert!(cell.set(c.clone()).is_ok());
+        let armed = Arc::new(AtomicBool::new(true));
+        let v = Bump {
+            cache: cell.clone(),
+            armed: armed.clone(),
+        };
+        c.get_or_load(&1, async { Ok::<_, ()>(v) })
+            .await
+            .expect("load");
+        assert!(!armed.load(Ordering::SeqCst), "the clone ran");
         assert!(
-            held < 3_000,
-            "{held} entries held: expired ones were not swept"
+            c.is_empty(),
+            "a value loaded across an invalidation was kept"
         );
     }
 }
