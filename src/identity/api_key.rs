@@ -70,11 +70,30 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// Compares a presented secret with a stored hash in constant time.
 pub fn secret_matches(secret: &str, stored_sha256_hex: &str) -> bool {
-    let Ok(stored) = hex::decode(stored_sha256_hex) else {
-        return false;
-    };
+    decode_sha256(stored_sha256_hex).is_some_and(|stored| secret_matches_digest(secret, &stored))
+}
+
+/// The 32 bytes of a stored hex SHA-256, or `None` when the text is not one (such a hash
+/// matches no secret).
+pub fn decode_sha256(stored_sha256_hex: &str) -> Option<[u8; 32]> {
+    hex::decode(stored_sha256_hex).ok()?.try_into().ok()
+}
+
+/// Compares a presented secret with a stored (decoded) hash in constant time.
+pub fn secret_matches_digest(secret: &str, stored: &[u8; 32]) -> bool {
     let presented = Sha256::digest(secret.as_bytes());
     presented[..].ct_eq(&stored[..]).into()
+}
+
+/// The 64 bits a key id's 16 lower-case hex characters spell (a compact cache key), or
+/// `None` for anything that is not a well-formed id.
+pub fn id_bits(id: &str) -> Option<u64> {
+    let well_formed =
+        id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !well_formed {
+        return None;
+    }
+    u64::from_str_radix(id, 16).ok()
 }
 
 #[cfg(test)]
@@ -89,6 +108,49 @@ mod tests {
         assert!(secret_matches(p.secret, &k.secret_sha256));
         assert!(!secret_matches("x", &k.secret_sha256));
         assert_ne!(generate().full, k.full);
+    }
+
+    #[test]
+    fn decoded_hashes_match_like_hex_ones() {
+        let k = generate();
+        let p = parse(&k.full).expect("parses");
+        let digest = decode_sha256(&k.secret_sha256).expect("64 hex characters");
+        assert!(secret_matches_digest(p.secret, &digest));
+        assert!(!secret_matches_digest("x", &digest));
+        let mut flipped = digest;
+        flipped[31] ^= 1;
+        assert!(!secret_matches_digest(p.secret, &flipped));
+        // Anything but 32 bytes of hex matches nothing, as before.
+        assert_eq!(decode_sha256(&k.secret_sha256[..62]), None);
+        assert_eq!(decode_sha256(&format!("{}00", k.secret_sha256)), None);
+        assert_eq!(decode_sha256(&"z".repeat(64)), None);
+        assert!(!secret_matches(p.secret, &k.secret_sha256[..62]));
+        assert_eq!(
+            decode_sha256(&k.secret_sha256.to_uppercase()),
+            Some(digest),
+            "hex::decode accepts upper case"
+        );
+    }
+
+    #[test]
+    fn ids_map_one_to_one_onto_64_bits() {
+        assert_eq!(id_bits("0000000000000000"), Some(0));
+        assert_eq!(id_bits("00000000000000ff"), Some(255));
+        assert_eq!(id_bits("ffffffffffffffff"), Some(u64::MAX));
+        let k = generate();
+        assert_eq!(
+            id_bits(&k.id).map(|b| format!("{b:016x}")),
+            Some(k.id.clone())
+        );
+        for bad in [
+            "",
+            "00000000000000F0",
+            "+000000000000000",
+            "0000000000000000a",
+            "000000000000000",
+        ] {
+            assert_eq!(id_bits(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

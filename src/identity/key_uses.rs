@@ -43,7 +43,8 @@ impl KeyUses {
     pub async fn flush(&self, store: &DynStore) -> Result<usize, StoreError> {
         let batch: Vec<(String, i64)> = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.drain().collect()
+            // Taken rather than drained: a burst of new keys leaves no large empty table.
+            std::mem::take(&mut *pending).into_iter().collect()
         };
         if batch.is_empty() {
             return Ok(0);

@@ -9,8 +9,9 @@
 //! reports; a key so limited is refused when the address is unknown). Every successful use
 //! is noted in memory and written to the store in batches ([`KeyUses`]).
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::domain::{
@@ -21,32 +22,107 @@ use crate::identity::key_uses::KeyUses;
 use crate::identity::networks::{self, Cidr};
 use crate::identity::{api_key, unauthenticated};
 use crate::policy::{Policy, StoredLimits};
-use crate::store::{ApiKeyRecord, DynStore, StoreError};
+use crate::store::{DynStore, StoreError};
 
-/// A key together with the state of its owner at load time.
-#[derive(Debug, Clone)]
+/// The keys cached at most (one entry per key id looked up, unknown ids included).
+pub const CACHE_CAPACITY: u64 = 200_000;
+
+/// What a Check needs of a key and of its owner's state at load time, and nothing else: the
+/// cache holds one per key in the store, so it is kept small (about 100 bytes, the owner's
+/// state shared by all of the owner's keys).
+#[derive(Debug)]
 pub struct KeyGrant {
-    pub key: ApiKeyRecord,
-    pub owner_email: Option<String>,
+    /// The stored SHA-256 of the secret; `None` when the stored text is not one, which
+    /// matches no secret.
+    secret_sha256: Option<[u8; 32]>,
+    expires_at: i64,
+    revoked: bool,
+    /// The key's scopes, parsed.
+    scopes: Option<Box<[Permission]>>,
+    /// The networks the key may be used from, parsed; `None` = anywhere.
+    networks: Option<Box<[Cidr]>>,
+    /// `keys create --daily-images`.
+    key_daily_images: Option<u64>,
+    owner: Arc<KeyOwner>,
+}
+
+/// The state of a key's owner at load time, shared by the cached keys of one owner.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeyOwner {
+    kind: PrincipalKind,
+    name: String,
+    email: Option<String>,
     /// The owner's explicit role (always set for service accounts).
-    pub owner_role: Option<String>,
-    pub owner_attributes: std::collections::BTreeMap<String, String>,
-    pub owner_disabled: bool,
+    role: Option<String>,
+    attributes: BTreeMap<String, String>,
+    /// A missing owner counts as disabled (fail closed).
+    disabled: bool,
     /// The SCIM groups of a user owner (policy.yaml `groups:` maps them to a role when the
     /// owner has no explicit role).
-    pub owner_groups: Vec<String>,
-    /// The key's scopes, parsed.
-    pub scopes: Option<Vec<Permission>>,
-    /// The networks the key may be used from, parsed; `None` = anywhere.
-    pub networks: Option<Vec<Cidr>>,
-    /// Quota limits kept with the key and its service account, so quotas cost no lookup.
-    pub limits: StoredLimits,
+    groups: Vec<String>,
+    /// A service account's `--daily-images`.
+    account_daily_images: Option<u64>,
+    /// A service account's `--daily-tokens`.
+    account_daily_tokens: Option<u64>,
+}
+
+impl KeyGrant {
+    /// The quota limits kept with the key and its service account.
+    fn limits(&self) -> StoredLimits {
+        StoredLimits {
+            key_daily_images: self.key_daily_images,
+            account_daily_images: self.owner.account_daily_images,
+            account_daily_tokens: self.owner.account_daily_tokens,
+        }
+    }
+}
+
+/// One shared [`KeyOwner`] per distinct owner state among the cached keys. The store is read
+/// for every key loaded, as before; a freshly read state equal to one already held is
+/// replaced by that one, so 100,000 keys of a few owners hold a few owner states.
+#[derive(Debug, Default)]
+struct Owners {
+    held: Mutex<OwnersInner>,
+}
+
+#[derive(Debug, Default)]
+struct OwnersInner {
+    by_name: HashMap<(bool, String), Weak<KeyOwner>>,
+    /// Map size at which dead entries are next pruned.
+    prune_at: usize,
+}
+
+impl Owners {
+    /// `fresh`, or an equal owner state already held.
+    fn intern(&self, fresh: KeyOwner) -> Arc<KeyOwner> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let name = (fresh.kind == PrincipalKind::User, fresh.name.clone());
+        if let Some(existing) = held.by_name.get(&name).and_then(Weak::upgrade)
+            && *existing == fresh
+        {
+            return existing;
+        }
+        let fresh = Arc::new(fresh);
+        held.by_name.insert(name, Arc::downgrade(&fresh));
+        if held.by_name.len() >= held.prune_at {
+            held.by_name.retain(|_, owner| owner.strong_count() > 0);
+            held.prune_at = (held.by_name.len() * 2).max(64);
+        }
+        fresh
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.held.lock().expect("owners").by_name.len()
+    }
 }
 
 /// Authenticates `fk_…` keys.
 pub struct KeyAuthenticator {
     store: DynStore,
-    cache: FeedCache<String, Option<Arc<KeyGrant>>>,
+    /// By [`api_key::id_bits`] of the key id.
+    cache: FeedCache<u64, Option<Arc<KeyGrant>>>,
+    owners: Owners,
     uses: Arc<KeyUses>,
 }
 
@@ -58,7 +134,8 @@ impl KeyAuthenticator {
     pub fn new(store: DynStore, ttl: Duration) -> Self {
         KeyAuthenticator {
             store,
-            cache: FeedCache::new(200_000, ttl),
+            cache: FeedCache::new(CACHE_CAPACITY, ttl),
+            owners: Owners::default(),
             uses: Arc::default(),
         }
     }
@@ -89,23 +166,27 @@ impl KeyAuthenticator {
             )
         })?;
         let grant = grant.ok_or_else(invalid)?;
-        if !api_key::secret_matches(presented.secret, &grant.key.secret_sha256) {
+        let secret_ok = grant
+            .secret_sha256
+            .as_ref()
+            .is_some_and(|stored| api_key::secret_matches_digest(presented.secret, stored));
+        if !secret_ok {
             return Err(invalid());
         }
         // Only a caller holding the right secret learns why a real key no longer works.
-        if grant.key.revoked_at.is_some() {
+        if grant.revoked {
             return Err(unauthenticated(
                 "revoked_api_key",
                 "the API key has been revoked",
             ));
         }
-        if grant.key.expires_at <= now {
+        if grant.expires_at <= now {
             return Err(unauthenticated(
                 "expired_api_key",
                 "the API key has expired",
             ));
         }
-        if grant.owner_disabled {
+        if grant.owner.disabled {
             return Err(unauthenticated(
                 "disabled_principal",
                 "the key's owner is disabled",
@@ -132,13 +213,17 @@ impl KeyAuthenticator {
                 }
             }
         }
-        self.uses.note(&grant.key.id, now);
-        Ok((principal_for(&grant, policy), grant.limits.clone()))
+        // The presented id is the stored one: the store found the key by exact match.
+        self.uses.note(presented.id, now);
+        Ok((principal_for(&grant, presented.id, policy), grant.limits()))
     }
 
     /// Drops one key from the cache.
     pub async fn invalidate_key(&self, id: &str) {
-        self.cache.invalidate(&id.to_string()).await;
+        // An id that is not well-formed can never have been looked up, so never cached.
+        if let Some(bits) = api_key::id_bits(id) {
+            self.cache.invalidate(&bits).await;
+        }
     }
 
     /// Drops every cached key (an owner changed, or the change feed was lost).
@@ -147,9 +232,12 @@ impl KeyAuthenticator {
     }
 
     async fn grant(&self, id: &str) -> Result<Option<Arc<KeyGrant>>, StoreError> {
-        let id = id.to_string();
+        // `id` comes from `api_key::parse`, so it is well-formed; anything else is unknown.
+        let Some(bits) = api_key::id_bits(id) else {
+            return Ok(None);
+        };
         self.cache
-            .get_or_load(&id, async { Ok(self.load(&id).await?.map(Arc::new)) })
+            .get_or_load(&bits, async { Ok(self.load(id).await?.map(Arc::new)) })
             .await
     }
 
@@ -166,7 +254,7 @@ impl KeyAuthenticator {
                         n.parse::<Permission>()
                             .map_err(|e| StoreError::Corrupt(e.to_string()))
                     })
-                    .collect::<Result<Vec<_>, _>>()?,
+                    .collect::<Result<Box<[_]>, _>>()?,
             ),
         };
         // Validated at creation; anything else in the store fails closed (503).
@@ -175,62 +263,64 @@ impl KeyAuthenticator {
             .as_deref()
             .map(networks::parse_all)
             .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("key `{}`: {e}", key.id)))?;
-        let key_limits = StoredLimits::from_records(Some(&key), None);
-        let grant = match key.owner.kind {
+            .map_err(|e| StoreError::Corrupt(format!("key `{}`: {e}", key.id)))?
+            .map(Vec::into_boxed_slice);
+        let missing = |kind| KeyOwner {
+            kind,
+            name: key.owner.name.clone(),
+            email: None,
+            role: None,
+            attributes: BTreeMap::new(),
+            disabled: true,
+            groups: Vec::new(),
+            account_daily_images: None,
+            account_daily_tokens: None,
+        };
+        let owner = match key.owner.kind {
+            // A key whose owner vanished is treated as a disabled owner: fail closed.
             PrincipalKind::User => match self.store.get_user(&key.owner.name).await? {
-                // A key whose owner vanished is treated as a disabled owner: fail closed.
-                None => KeyGrant {
-                    key,
-                    owner_email: None,
-                    owner_role: None,
-                    owner_attributes: Default::default(),
-                    owner_disabled: true,
-                    owner_groups: Vec::new(),
-                    limits: key_limits.clone(),
-                    scopes,
-                    networks,
-                },
-                Some(u) => KeyGrant {
-                    owner_groups: self.scim_groups(&u.username).await,
-                    key,
-                    owner_email: u.email,
-                    owner_role: u.role,
-                    owner_attributes: u.attributes,
-                    owner_disabled: u.disabled,
-                    limits: key_limits.clone(),
-                    scopes,
-                    networks,
+                None => missing(PrincipalKind::User),
+                Some(u) => KeyOwner {
+                    kind: PrincipalKind::User,
+                    name: key.owner.name.clone(),
+                    groups: self.scim_groups(&u.username).await,
+                    email: u.email,
+                    role: u.role,
+                    attributes: u.attributes,
+                    disabled: u.disabled,
+                    account_daily_images: None,
+                    account_daily_tokens: None,
                 },
             },
             PrincipalKind::ServiceAccount => {
                 match self.store.get_service_account(&key.owner.name).await? {
-                    None => KeyGrant {
-                        key,
-                        owner_email: None,
-                        owner_role: None,
-                        owner_attributes: Default::default(),
-                        owner_disabled: true,
-                        owner_groups: Vec::new(),
-                        limits: key_limits.clone(),
-                        scopes,
-                        networks,
-                    },
-                    Some(sa) => KeyGrant {
-                        limits: StoredLimits::from_records(Some(&key), Some(&sa)),
-                        key,
-                        owner_email: None,
-                        owner_role: Some(sa.role),
-                        owner_attributes: sa.attributes,
-                        owner_disabled: sa.disabled,
-                        owner_groups: Vec::new(),
-                        scopes,
-                        networks,
-                    },
+                    None => missing(PrincipalKind::ServiceAccount),
+                    Some(sa) => {
+                        let limits = StoredLimits::from_records(None, Some(&sa));
+                        KeyOwner {
+                            kind: PrincipalKind::ServiceAccount,
+                            name: key.owner.name.clone(),
+                            email: None,
+                            role: Some(sa.role),
+                            attributes: sa.attributes,
+                            disabled: sa.disabled,
+                            groups: Vec::new(),
+                            account_daily_images: limits.account_daily_images,
+                            account_daily_tokens: limits.account_daily_tokens,
+                        }
+                    }
                 }
             }
         };
-        Ok(Some(grant))
+        Ok(Some(KeyGrant {
+            secret_sha256: api_key::decode_sha256(&key.secret_sha256),
+            expires_at: key.expires_at,
+            revoked: key.revoked_at.is_some(),
+            key_daily_images: StoredLimits::from_records(Some(&key), None).key_daily_images,
+            scopes,
+            networks,
+            owner: self.owners.intern(owner),
+        }))
     }
 
     /// The SCIM groups of `username`. A store that cannot answer gives none: groups only
@@ -247,11 +337,12 @@ impl KeyAuthenticator {
     }
 }
 
-/// The principal a key stands for under the current policy.
-fn principal_for(grant: &KeyGrant, policy: &Policy) -> Principal {
-    let (role, role_source) = match &grant.owner_role {
+/// The principal key `key_id` stands for under the current policy.
+fn principal_for(grant: &KeyGrant, key_id: &str, policy: &Policy) -> Principal {
+    let owner = &grant.owner;
+    let (role, role_source) = match &owner.role {
         Some(r) => (r.clone(), RoleSource::Binding),
-        None => match policy.role_for_groups(&grant.owner_groups) {
+        None => match policy.role_for_groups(&owner.groups) {
             Some((r, true)) => (r.to_string(), RoleSource::Group),
             Some((r, false)) => (r.to_string(), RoleSource::Default),
             // No role at all: an empty name matches no role, so the policy refuses.
@@ -259,18 +350,18 @@ fn principal_for(grant: &KeyGrant, policy: &Policy) -> Principal {
         },
     };
     Principal {
-        subject: grant.key.owner.name.clone(),
-        kind: grant.key.owner.kind,
-        email: grant.owner_email.clone(),
-        groups: grant.owner_groups.clone(),
+        subject: owner.name.clone(),
+        kind: owner.kind,
+        email: owner.email.clone(),
+        groups: owner.groups.clone(),
         role,
         role_source,
         auth: AuthMethod::ApiKey,
-        key_id: Some(grant.key.id.clone()),
-        scopes: grant.scopes.clone(),
+        key_id: Some(key_id.to_string()),
+        scopes: grant.scopes.as_deref().map(<[Permission]>::to_vec),
         session_id: None,
         mfa: false,
-        attributes: grant.owner_attributes.clone(),
+        attributes: owner.attributes.clone(),
     }
 }
 
@@ -280,7 +371,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::store::{OwnerRef, SqliteStore, UserRecord};
+    use crate::store::{ApiKeyRecord, OwnerRef, SqliteStore, UserRecord};
 
     const POLICY: &str = "
 apis: [fooocus-api]
@@ -474,5 +565,217 @@ roles:
         auth.authenticate(&key, &policy, 100, ip("203.0.113.9"))
             .await
             .expect("anywhere");
+    }
+
+    async fn add_key(store: &DynStore, owner: OwnerRef, daily_images: Option<i64>) -> String {
+        let key = api_key::generate();
+        store
+            .create_key(&ApiKeyRecord {
+                id: key.id.clone(),
+                name: "k".into(),
+                owner,
+                secret_sha256: key.secret_sha256.clone(),
+                scopes: Some(vec!["generation:view".into()]),
+                daily_images,
+                created_at: 1,
+                expires_at: 1_000,
+                revoked_at: None,
+                allowed_networks: None,
+                last_used_at: None,
+            })
+            .await
+            .expect("key");
+        key.full
+    }
+
+    fn alice() -> OwnerRef {
+        OwnerRef {
+            kind: PrincipalKind::User,
+            name: "alice".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_of_one_owner_share_its_state_and_see_its_changes_after_invalidation() {
+        let policy = crate::config::compile_policy(Path::new("policy.yaml"), POLICY).expect("p");
+        let (_dir, auth, first) = fixture(None).await;
+        let store = auth.store.clone();
+        let second = add_key(&store, alice(), Some(7)).await;
+        let (p1, l1) = auth
+            .authenticate(&first, &policy, 100, None)
+            .await
+            .expect("1");
+        let (p2, l2) = auth
+            .authenticate(&second, &policy, 100, None)
+            .await
+            .expect("2");
+        assert_eq!(
+            (p1.subject.as_str(), p2.subject.as_str()),
+            ("alice", "alice")
+        );
+        assert_eq!(p2.key_id.as_deref(), Some(&second[3..19]));
+        assert_eq!(p2.scopes, Some(vec![Permission::GenerationView]));
+        assert_eq!((l1.key_daily_images, l2.key_daily_images), (None, Some(7)));
+        let g1 = auth.grant(&first[3..19]).await.expect("g").expect("some");
+        let g2 = auth.grant(&second[3..19]).await.expect("g").expect("some");
+        assert!(
+            Arc::ptr_eq(&g1.owner, &g2.owner),
+            "one owner state for both keys"
+        );
+        assert_eq!(auth.owners.len(), 1);
+
+        // Expiry is judged at each request, cached or not.
+        let expired = auth
+            .authenticate(&second, &policy, 1_000, None)
+            .await
+            .expect_err("expired");
+        assert_eq!(expired.error, "expired_api_key");
+
+        // A disabled owner is seen once the change feed drops the cached keys.
+        store.disable_user("alice").await.expect("disable");
+        auth.authenticate(&first, &policy, 101, None)
+            .await
+            .expect("still cached");
+        auth.invalidate_all();
+        for key in [&first, &second] {
+            let refused = auth
+                .authenticate(key, &policy, 102, None)
+                .await
+                .expect_err("disabled");
+            assert_eq!(refused.error, "disabled_principal");
+        }
+        drop((g1, g2));
+        let g3 = auth.grant(&first[3..19]).await.expect("g").expect("some");
+        assert!(g3.owner.disabled);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_key_is_refused_once_the_feed_names_it() {
+        let policy = crate::config::compile_policy(Path::new("policy.yaml"), POLICY).expect("p");
+        let (_dir, auth, key) = fixture(None).await;
+        auth.authenticate(&key, &policy, 100, None)
+            .await
+            .expect("ok");
+        auth.store
+            .revoke_key(&key[3..19], 100)
+            .await
+            .expect("revoke");
+        auth.invalidate_key("not-a-key-id").await; // ignored, never cached
+        auth.authenticate(&key, &policy, 101, None)
+            .await
+            .expect("cached until the feed names it");
+        auth.invalidate_key(&key[3..19]).await;
+        let refused = auth
+            .authenticate(&key, &policy, 102, None)
+            .await
+            .expect_err("revoked");
+        assert_eq!(refused.error, "revoked_api_key");
+        // A wrong secret still learns nothing.
+        let wrong = format!("{}x", &key[..key.len() - 1]);
+        let bad = auth
+            .authenticate(&wrong, &policy, 103, None)
+            .await
+            .expect_err("bad secret");
+        assert_eq!(bad.error, "invalid_api_key");
+    }
+
+    #[tokio::test]
+    async fn service_account_keys_carry_the_account_and_key_limits() {
+        let policy = crate::config::compile_policy(Path::new("policy.yaml"), POLICY).expect("p");
+        let (_dir, auth, _) = fixture(None).await;
+        auth.store
+            .create_service_account(&crate::store::ServiceAccountRecord {
+                name: "batch".into(),
+                role: "viewer".into(),
+                attributes: BTreeMap::from([("team".to_string(), "x".to_string())]),
+                daily_images: Some(5),
+                daily_tokens: Some(-1),
+                disabled: false,
+                created_at: 1,
+            })
+            .await
+            .expect("sa");
+        let owner = OwnerRef {
+            kind: PrincipalKind::ServiceAccount,
+            name: "batch".into(),
+        };
+        let key = add_key(&auth.store, owner.clone(), Some(3)).await;
+        let (p, limits) = auth
+            .authenticate(&key, &policy, 100, None)
+            .await
+            .expect("ok");
+        assert_eq!(p.kind, PrincipalKind::ServiceAccount);
+        assert_eq!(
+            (p.role.as_str(), p.role_source),
+            ("viewer", RoleSource::Binding)
+        );
+        assert_eq!(p.attributes.get("team").map(String::as_str), Some("x"));
+        assert_eq!(
+            limits,
+            StoredLimits {
+                key_daily_images: Some(3),
+                account_daily_images: Some(5),
+                account_daily_tokens: Some(0),
+            }
+        );
+        // A key whose owner is gone fails closed.
+        let orphan = add_key(
+            &auth.store,
+            OwnerRef {
+                kind: PrincipalKind::ServiceAccount,
+                name: "gone".into(),
+            },
+            None,
+        )
+        .await;
+        let refused = auth
+            .authenticate(&orphan, &policy, 100, None)
+            .await
+            .expect_err("no owner");
+        assert_eq!(refused.error, "disabled_principal");
+    }
+
+    #[test]
+    fn equal_owner_states_are_shared_and_dead_ones_pruned() {
+        let owners = Owners::default();
+        let state = |name: &str, disabled| KeyOwner {
+            kind: PrincipalKind::User,
+            name: name.into(),
+            email: None,
+            role: None,
+            attributes: BTreeMap::new(),
+            disabled,
+            groups: vec!["g".into()],
+            account_daily_images: None,
+            account_daily_tokens: None,
+        };
+        let a = owners.intern(state("a", false));
+        let a2 = owners.intern(state("a", false));
+        assert!(Arc::ptr_eq(&a, &a2));
+        let a3 = owners.intern(state("a", true));
+        assert!(
+            !Arc::ptr_eq(&a, &a3),
+            "a changed state is never replaced by an old one"
+        );
+        assert!(a3.disabled);
+        let sa = owners.intern(KeyOwner {
+            kind: PrincipalKind::ServiceAccount,
+            ..state("a", true)
+        });
+        assert!(!Arc::ptr_eq(&a3, &sa), "kinds are told apart");
+        drop((a, a2, a3, sa));
+        for i in 0..200 {
+            drop(owners.intern(state(&format!("u{i}"), false)));
+        }
+        assert!(owners.len() < 130, "{} owner entries kept", owners.len());
+    }
+
+    #[test]
+    fn a_cached_grant_stays_small() {
+        assert!(
+            std::mem::size_of::<KeyGrant>() <= 112,
+            "{}",
+            std::mem::size_of::<KeyGrant>()
+        );
     }
 }
