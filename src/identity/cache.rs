@@ -92,7 +92,7 @@ where
         self.cache.remove(key);
     }
 
-    /// Drops every entry (and frees the memory they held).
+    /// Drops every entry (their values are freed; `quick_cache` keeps its table's capacity).
     pub fn invalidate_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.clear();
