@@ -528,6 +528,67 @@ async fn a_cancelled_batch_writer_still_writes_the_records_waiting_on_it() {
     assert_eq!(report.records, 3);
 }
 
+/// Many Checks at once on several threads, some cancelled wherever they are (their clients
+/// went away): every acknowledged record is written exactly once, nothing is written twice,
+/// the chain verifies, and the writing is never left with nobody (a later record still goes
+/// through). Enough records that writers hand the writing on under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_and_cancelled_records_on_many_threads_make_one_valid_chain() {
+    let fx = Fixture::new();
+    let trail = fx.open();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..3000 {
+        let trail = trail.clone();
+        tasks.spawn(async move {
+            if i % 5 == 0 {
+                let attempt = trail.record(admin(i));
+                let done = tokio::time::timeout(Duration::from_micros(30), attempt).await;
+                (i, done.ok().map(|r| r.is_ok()))
+            } else {
+                (i, Some(trail.record(admin(i)).await.is_ok()))
+            }
+        });
+    }
+    let mut acknowledged = std::collections::BTreeSet::new();
+    while let Some(done) = tasks.join_next().await {
+        match done.expect("task") {
+            (i, Some(true)) => {
+                acknowledged.insert(i);
+            }
+            (i, Some(false)) => panic!("record {i} failed"),
+            (_, None) => {} // cancelled: written or not
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(5), trail.record(admin(99_999)))
+        .await
+        .expect("a later record is not stuck")
+        .expect("record");
+    trail.close().await.expect("close");
+    let written: Vec<usize> = lines(&fx.file(0))
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            let target = v["target"].as_str().expect("target");
+            target.trim_start_matches("user:u").parse().expect("index")
+        })
+        .collect();
+    let unique: std::collections::BTreeSet<usize> = written.iter().copied().collect();
+    assert_eq!(unique.len(), written.len(), "a record written twice");
+    let missing: Vec<_> = acknowledged.difference(&unique).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not written: {missing:?}"
+    );
+    assert!(
+        acknowledged.len() >= 2400,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+    let report = verify_files(&[fx.file(0)], &fx.keys());
+    assert!(report.ok(), "{report}");
+    assert_eq!(report.records, written.len() as u64);
+}
+
 #[tokio::test]
 async fn a_writer_continues_after_another_rolled_over_to_a_new_day() {
     let fx = Fixture::new();

@@ -102,36 +102,110 @@ struct Batch {
 /// One queued record and where its outcome goes.
 struct Waiting {
     json: Vec<u8>,
-    done: tokio::sync::oneshot::Sender<Result<(), AuditError>>,
+    done: tokio::sync::oneshot::Sender<Turn>,
 }
 
-/// The caller that writes the batch: on drop it writes everything queued, batch after batch,
-/// until the queue is empty, then lets the next caller take on writing.
-struct BatchWriter<'a>(&'a Handle);
+/// What a queued caller hears.
+enum Turn {
+    /// Its record was written (or could not be).
+    Written(Result<(), AuditError>),
+    /// Its record is still queued and it now writes the batch (the previous writer had
+    /// written [`WRITER_ROUNDS`] batches).
+    Write(HandOff),
+}
 
-impl Drop for BatchWriter<'_> {
+/// The writing handed to a queued caller. Should that caller be gone before it reads this
+/// (its request cancelled), dropping the unread hand-off writes the queue, so the writing is
+/// never left with nobody.
+struct HandOff {
+    /// Taken by the caller that takes over; still here when the hand-off is dropped unread.
+    handle: Option<Arc<Handle>>,
+    /// Where the new writer's own outcome comes.
+    outcome: Option<tokio::sync::oneshot::Receiver<Turn>>,
+}
+
+impl Drop for HandOff {
     fn drop(&mut self) {
-        loop {
+        if let Some(handle) = self.handle.take() {
+            drop(BatchWriter(handle));
+        }
+    }
+}
+
+/// How many batches one caller writes before handing the writing on to the next caller in
+/// the queue, so that under sustained load no caller's answer waits on many others' records.
+const WRITER_ROUNDS: usize = 2;
+
+/// The caller that writes the batch: on drop it writes what is queued, batch after batch; after
+/// [`WRITER_ROUNDS`] it hands the writing on to a queued caller, and with the queue empty it
+/// lets the next caller take it on.
+struct BatchWriter(Arc<Handle>);
+
+impl Drop for BatchWriter {
+    fn drop(&mut self) {
+        for round in 0.. {
             let waiting = {
                 let mut batch = self.0.lock_batch();
                 if batch.queue.is_empty() {
                     batch.writing = false;
                     return;
                 }
+                if round >= WRITER_ROUNDS && hand_on(&self.0, &mut batch.queue) {
+                    return; // `writing` stays set: the caller handed to writes next
+                }
                 std::mem::take(&mut batch.queue)
             };
             let events: Vec<&[u8]> = waiting.iter().map(|w| w.json.as_slice()).collect();
-            let written = self.0.core.append(&events);
+            // A panic here must not leave `writing` set with callers waiting forever.
+            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.0.core.append(&events)
+            }))
+            .unwrap_or_else(|_| {
+                Err(AuditError::io(
+                    self.0.core.paths.dir(),
+                    io::Error::other("the audit writer panicked while appending"),
+                ))
+            });
+            if written.is_ok() {
+                // Also for records whose callers went away: they are written, so `fsync` them.
+                let _ = self.0.wake.try_send(Msg::Wake);
+            }
             for w in waiting {
                 let outcome = match &written {
                     Ok(()) => Ok(()),
                     Err(e) => Err(e.duplicate()),
                 };
-                // A caller that went away no longer needs its outcome; its record is written.
-                let _ = w.done.send(outcome);
+                if let Err(Turn::Written(Err(e))) = w.done.send(Turn::Written(outcome)) {
+                    // Its caller went away: nobody else will report this record missing.
+                    let failures = self.0.core.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::error!(
+                        error = %e, failures,
+                        "audit record NOT written (its request had been cancelled)"
+                    );
+                }
             }
         }
     }
+}
+
+/// Hands the writing on to the first queued caller still waiting; false when every queued
+/// caller went away (the current writer then writes their records itself).
+fn hand_on(handle: &Arc<Handle>, queue: &mut [Waiting]) -> bool {
+    for waiting in queue.iter_mut() {
+        let (next, outcome) = tokio::sync::oneshot::channel();
+        let previous = std::mem::replace(&mut waiting.done, next);
+        let handoff = HandOff {
+            handle: Some(handle.clone()),
+            outcome: Some(outcome),
+        };
+        match previous.send(Turn::Write(handoff)) {
+            Ok(()) => return true,
+            // Never delivered: defuse it (the batch lock is held here).
+            Err(Turn::Write(mut refused)) => refused.handle = None,
+            Err(Turn::Written(_)) => {}
+        }
+    }
+    false
 }
 
 impl Drop for Handle {
@@ -150,6 +224,10 @@ struct Core {
     paths: TrailPaths,
     /// The open lock file, `flock`ed around every append.
     lock: File,
+    /// The same lock file opened again for the flusher thread's checkpoints: `flock` belongs
+    /// to an open file description, so on one shared descriptor a checkpoint would "take" the
+    /// lock an append holds and release it under that append.
+    checkpoint_lock: File,
     key: CheckpointKey,
     on_failure: OnWriteFailure,
     redact: bool,
@@ -303,6 +381,8 @@ impl AuditTrail {
         cfg.validate().map_err(AuditError::Config)?;
         let paths = TrailPaths::new(base);
         std::fs::create_dir_all(paths.dir()).map_err(|e| AuditError::io(paths.dir(), e))?;
+        let checkpoint_lock = open_rw(paths.lock_file(), true, false)
+            .map_err(|e| AuditError::io(paths.lock_file(), e))?;
         let lock = open_rw(paths.lock_file(), true, false)
             .map_err(|e| AuditError::io(paths.lock_file(), e))?;
         let head = {
@@ -321,6 +401,7 @@ impl AuditTrail {
         let core = Arc::new(Core {
             paths,
             lock,
+            checkpoint_lock,
             key,
             on_failure: cfg.on_write_failure,
             redact: cfg.redact_prompts,
@@ -391,7 +472,7 @@ impl AuditTrail {
 
     /// Queues `json` and returns once it is written (or could not be), as part of a batch.
     async fn write_batched(&self, json: Vec<u8>) -> Result<(), AuditError> {
-        let (done, written) = tokio::sync::oneshot::channel();
+        let (done, mut written) = tokio::sync::oneshot::channel();
         let lead = {
             let mut batch = self.inner.lock_batch();
             batch.queue.push(Waiting { json, done });
@@ -400,16 +481,33 @@ impl AuditTrail {
         if lead {
             // The batch is written when `writer` drops: after the yield, or, should this
             // task be cancelled while yielding, then; either way nothing queued is stranded.
-            let writer = BatchWriter(&self.inner);
+            let writer = BatchWriter(self.inner.clone());
             tokio::task::yield_now().await;
             drop(writer);
         }
-        written.await.unwrap_or_else(|_| {
-            Err(AuditError::io(
-                self.inner.core.paths.dir(),
-                io::Error::other("the audit batch writer stopped before writing the record"),
-            ))
-        })
+        loop {
+            match written.await {
+                Ok(Turn::Written(result)) => return result,
+                Ok(Turn::Write(mut handoff)) => {
+                    // Handed the writing: this record is in the queue written now.
+                    match (handoff.handle.take(), handoff.outcome.take()) {
+                        (Some(handle), Some(outcome)) => {
+                            written = outcome;
+                            drop(BatchWriter(handle));
+                        }
+                        _ => return Err(self.writer_stopped()),
+                    }
+                }
+                Err(_) => return Err(self.writer_stopped()),
+            }
+        }
+    }
+
+    fn writer_stopped(&self) -> AuditError {
+        AuditError::io(
+            self.inner.core.paths.dir(),
+            io::Error::other("the audit batch writer stopped before writing the record"),
+        )
     }
 
     /// What a write's outcome means for the caller, per `audit.on_write_failure`; hands
@@ -651,7 +749,7 @@ impl Core {
         let existed = path.exists();
         let file = open_rw(&path, true, true).map_err(io_err)?;
         {
-            let _guard = FileLock::exclusive(&self.lock)
+            let _guard = FileLock::exclusive(&self.checkpoint_lock)
                 .map_err(|e| AuditError::io(self.paths.lock_file(), e))?;
             // A checkpoint cut short by a crash is dropped, so lines stay whole.
             let len = file.metadata().map_err(io_err)?.len();
