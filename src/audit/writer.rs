@@ -467,6 +467,9 @@ impl AuditTrail {
         let written = serde_json::to_vec(event)
             .map_err(AuditError::from)
             .and_then(|json| self.inner.core.append(&[&json]));
+        if written.is_ok() {
+            let _ = self.inner.wake.try_send(Msg::Wake);
+        }
         self.settle(event, written)
     }
 
@@ -511,7 +514,7 @@ impl AuditTrail {
     }
 
     /// What a write's outcome means for the caller, per `audit.on_write_failure`; hands
-    /// the event to the sink.
+    /// the event to the sink. (Whoever wrote the record has already woken the `fsync`.)
     fn settle(
         &self,
         event: &AuditEvent,
@@ -520,7 +523,6 @@ impl AuditTrail {
         let core = &self.inner.core;
         match written {
             Ok(()) => {
-                let _ = self.inner.wake.try_send(Msg::Wake);
                 if let Some(sink) = &self.sink {
                     sink.emit(event);
                 }
